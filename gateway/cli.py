@@ -1,0 +1,118 @@
+"""``llm-gateway``: start the gateway, with the chat UI mounted at /ui unless --no-ui."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.server import make_config
+from gateway.settings import ConfigError, Settings, load_settings
+
+logger = logging.getLogger("gateway")
+ENV_FILE_VAR = "LLM_GATEWAY_ENV_FILE"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="llm-gateway", description="An OpenAI-compatible LLM gateway with a chat UI."
+    )
+    parser.add_argument("--env-file", help="env file to read (default: .env when present)")
+    parser.add_argument("--host", help="address to bind (default: GATEWAY_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: GATEWAY_PORT or 8000)")
+    parser.add_argument("--no-ui", action="store_true", help="serve the API only, without Gradio")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="API worker processes (implies --no-ui when > 1)"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    return parser.parse_args(argv)
+
+
+def app_from_env() -> object:
+    """The API app of one worker process, from the env file named by the parent process."""
+    return create_app(load_settings(os.environ.get(ENV_FILE_VAR)))
+
+
+def _local_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    try:
+        settings: Settings = load_settings(args.env_file)
+        if args.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+    except ConfigError as exc:
+        print(f"llm-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    if not settings.api_keys:
+        logger.warning(
+            "GATEWAY_API_KEYS is not set: anyone who can reach %s:%s can use the gateway",
+            host,
+            port,
+        )
+    ui_on = not args.no_ui and args.workers == 1
+    if not args.no_ui and args.workers > 1:
+        logger.warning(
+            "--workers > 1 serves the API only: Gradio keeps its queue in one process. Run the "
+            "UI beside it with: python ui.py --gateway-url %s",
+            _local_url(host, port),
+        )
+    try:
+        # Built in the parent in every mode, so a bad alias or fallback stops the start here.
+        app = create_app(settings, open_prefixes=("/ui",) if ui_on else ())
+    except ValueError as exc:
+        print(f"llm-gateway: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.workers > 1:
+        if args.env_file:
+            os.environ[ENV_FILE_VAR] = os.path.abspath(args.env_file)
+        config = make_config(
+            "gateway.cli:app_from_env",
+            host=host,
+            port=port,
+            drain_timeout=settings.drain_timeout,
+            header_timeout=settings.header_timeout,
+            workers=args.workers,
+            factory=True,
+        )
+        uvicorn.supervisors.Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    if ui_on:
+        ui = importlib.import_module("ui")
+        ui.mount(
+            app,
+            gateway_url=_local_url(host, port),
+            api_key=None,
+            require_key=bool(settings.api_keys),
+        )
+        logger.info("chat UI at %s/ui", _local_url(host, port))
+    config = make_config(
+        app,
+        host=host,
+        port=port,
+        drain_timeout=settings.drain_timeout,
+        header_timeout=settings.header_timeout,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""One timer per request that ends a request's wait on its upstream, or the request itself.
+
+It enforces the first-token, idle and total timeouts and turns a client disconnect into a
+cancellation, without rescheduling a timer for every chunk: the hot path only records when it
+starts and stops waiting, and the timer, when it fires, checks whether the wait really is over
+and re-arms itself if not. Time spent sending to the client never counts as upstream idleness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+
+class Watchdog:
+    """Cancels ``task`` with a ``reason`` when a limit passes or :meth:`trip` is called.
+
+    The cancelled code catches ``CancelledError`` and calls :meth:`claim` to learn why.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_handle",
+        "_limit",
+        "_loop",
+        "_since",
+        "_task",
+        "_total_at",
+        "_waiting",
+        "idle",
+        "phase",
+        "reason",
+    )
+
+    def __init__(
+        self, *, first_token: float | None, idle: float | None, total: float | None
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        now = self._loop.time()
+        self._total_at = now + total if total else math.inf
+        self.idle = idle or math.inf
+        self._limit = first_token or math.inf
+        self._since = now
+        self._waiting = True
+        self.phase = "first_token"
+        self.reason: str | None = None
+        self._closed = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm(min(now + self._limit, self._total_at))
+
+    def _arm(self, when: float) -> None:
+        self._handle = self._loop.call_at(when, self._fire) if when < math.inf else None
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self.reason is not None:
+            return
+        now = self._loop.time()
+        if now >= self._total_at:
+            self.trip("total")
+        elif self._waiting and now - self._since >= self._limit:
+            self.trip(self.phase)
+        else:
+            start = self._since if self._waiting else now
+            self._arm(min(start + self._limit, self._total_at))
+
+    def restart_first_token(self, first_token: float | None) -> None:
+        """A new attempt: the first-token window starts again (the total does not)."""
+        self._limit = first_token or math.inf
+        self.phase = "first_token"
+        if self.reason == "first_token":
+            self.reason = None  # the previous attempt's timeout was handled
+        self.waiting()
+        if self._handle is None or self._handle.when() > self._since + self._limit:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._arm(min(self._since + self._limit, self._total_at))
+
+    def waiting(self) -> None:
+        """We start waiting for the upstream's next chunk."""
+        self._since = self._loop.time()
+        self._waiting = True
+
+    def received(self) -> None:
+        """A chunk arrived: from now on only the idle limit applies between chunks."""
+        self._waiting = False
+        if self.phase == "first_token":
+            self.phase = "idle"
+            self._limit = self.idle
+
+    def trip(self, reason: str) -> None:
+        """Cancel the request's task now, for ``reason`` (e.g. ``"disconnect"``)."""
+        if self.reason is None and not self._closed:
+            self.reason = reason
+            self._task.cancel()
+
+    def claim(self) -> str:
+        """After a ``CancelledError``: why. The task is un-cancelled so it can answer.
+
+        A cancellation that is not the watchdog's comes from the server shutting down (uvicorn
+        cancels the requests still running when its graceful-shutdown time is over).
+        """
+        self._task.uncancel()
+        if self.reason is None:
+            self.reason = "shutdown"
+        return self.reason
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._closed = True  # no cancellation once the request is done

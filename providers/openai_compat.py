@@ -1,0 +1,262 @@
+"""The OpenAI-compatible provider: OpenAI, vLLM, Ollama, llama.cpp, DeepSeek, Groq, ...
+
+One pooled ``httpx.AsyncClient`` per provider. Every request streams from the upstream, with
+usage always asked for; a client that did not ask for usage never sees the usage chunk (the
+gateway drops it). Transport and upstream failures are mapped here, once, into
+:mod:`providers.errors`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from providers.base import ChatRequest, Chunk, ProviderConfig
+from providers.errors import (
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamStreamError,
+    UpstreamTimeout,
+)
+from providers.sse import SSEDecoder
+
+_MAX_ERROR_BODY = 64 * 1024
+_TOKENISH = re.compile(r"\b(?:sk|pk|key|tok|token|gsk|xai)[-_][A-Za-z0-9_\-]{6,}", re.I)
+
+
+class OpenAICompatProvider:
+    def __init__(self, config: ProviderConfig) -> None:
+        self.name = config.name
+        self.models = config.models
+        base_url = str(config.options["base_url"]).rstrip("/")
+        self._url = base_url + "/chat/completions"
+        api_key = config.options.get("api_key")
+        self._secret = str(api_key) if api_key else None
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "accept-encoding": "identity",
+            "user-agent": "llm-gateway",
+        }
+        if self._secret:
+            headers["authorization"] = f"Bearer {self._secret}"
+        connect = config.timeouts.connect
+        max_connections = int(config.options.get("max_connections", 1024))
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            # Only connecting is timed here; the gateway times first token, idle and total.
+            timeout=httpx.Timeout(None, connect=connect),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        body = request.body.copy()
+        body["model"] = request.model
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        client = self._client
+        try:
+            upstream = client.build_request("POST", self._url, content=orjson.dumps(body))
+            response = await client.send(upstream, stream=True)
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(
+                f"connecting to the upstream of provider '{self.name}' timed out", phase="connect"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamConnectError(
+                f"the upstream of provider '{self.name}' is unreachable ({exc.__class__.__name__})"
+            ) from None
+        try:
+            if response.status_code != 200:
+                raise await self._status_error(response)
+            content_type = response.headers.get("content-type", "")
+            if content_type.startswith("application/json"):
+                # An upstream that ignores stream=true: its whole answer, as chunks.
+                for chunk in _completion_to_chunks(await self._read_json(response)):
+                    yield chunk
+                return
+            async for chunk in self._events(response):
+                yield chunk
+        finally:
+            await response.aclose()
+
+    async def _events(self, response: httpx.Response) -> AsyncIterator[Chunk]:
+        unfinished: set[int] = set()
+        finished = False
+        async for event in _sse_events(response):
+            if event == b"[DONE]":
+                return
+            chunk = self._parse(event)
+            for choice in chunk.choices:
+                index = choice.get("index", 0)
+                if choice.get("finish_reason"):
+                    unfinished.discard(index)
+                    finished = True
+                else:
+                    unfinished.add(index)
+            yield chunk
+        if not finished or unfinished:
+            raise UpstreamProtocolError(
+                "the upstream closed the stream before it finished", code="upstream_truncated"
+            )
+
+    def _parse(self, event: bytes) -> Chunk:
+        try:
+            data = orjson.loads(event)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                "the upstream sent an event that is not valid JSON", code="upstream_malformed"
+            ) from None
+        if not isinstance(data, dict):
+            raise UpstreamProtocolError(
+                "the upstream sent an event that is not a JSON object", code="upstream_malformed"
+            )
+        error = data.get("error")
+        if error is not None:
+            detail = error.get("message") if isinstance(error, dict) else error
+            raise UpstreamStreamError(
+                "the upstream reported an error mid-stream: " + self._redact(str(detail))
+            )
+        choices = data.get("choices") or []
+        if not isinstance(choices, list):
+            raise UpstreamProtocolError(
+                "the upstream sent a chunk whose choices are not a list",
+                code="upstream_malformed",
+            )
+        return Chunk(
+            choices=choices,
+            usage=data.get("usage"),
+            system_fingerprint=data.get("system_fingerprint"),
+        )
+
+    async def _read_json(self, response: httpx.Response) -> dict[str, Any]:
+        raw = await _read_limited(response)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise UpstreamProtocolError(
+                "the upstream answered with JSON that is not a chat completion",
+                code="upstream_malformed",
+            )
+        return data
+
+    async def _status_error(self, response: httpx.Response) -> UpstreamStatusError:
+        status = response.status_code
+        try:
+            raw = await _read_limited(response)
+        except httpx.HTTPError:
+            raw = b""
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        if status in (400, 404, 409, 413, 422):
+            detail = _upstream_message(raw)
+            message = f"the upstream rejected the request (HTTP {status})"
+            if detail:
+                message += ": " + self._redact(detail)
+        elif status in (401, 403):
+            message = (
+                f"the upstream of provider '{self.name}' refused the gateway's credentials "
+                f"(HTTP {status}); check the provider's API key"
+            )
+        elif status == 429:
+            message = f"the upstream of provider '{self.name}' is rate limiting (HTTP 429)"
+        else:
+            message = f"the upstream of provider '{self.name}' failed (HTTP {status})"
+        return UpstreamStatusError(message, status=status, retry_after=retry_after)
+
+    def _redact(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "[redacted]")
+        return _TOKENISH.sub("[redacted]", text)[:500]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The data of each SSE event of ``response``, with transport failures mapped."""
+    decoder = SSEDecoder()
+    try:
+        async for data in response.aiter_raw():
+            for event in decoder.feed(data):
+                yield event
+    except httpx.TimeoutException:
+        raise UpstreamTimeout("the upstream stream timed out", phase="idle") from None
+    except httpx.HTTPError as exc:
+        raise UpstreamProtocolError(
+            f"the upstream connection broke mid-stream ({exc.__class__.__name__})",
+            code="upstream_truncated",
+        ) from None
+    for event in decoder.flush():
+        yield event
+
+
+async def _read_limited(response: httpx.Response) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.aiter_raw():
+        parts.append(part)
+        size += len(part)
+        if size >= _MAX_ERROR_BODY:
+            break
+    return b"".join(parts)[:_MAX_ERROR_BODY]
+
+
+def _upstream_message(raw: bytes) -> str:
+    """The ``error.message`` of an OpenAI-style error body, if there is one."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ""
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _completion_to_chunks(data: dict[str, Any]) -> list[Chunk]:
+    choices = []
+    for choice in data["choices"]:
+        message = dict(choice.get("message") or {})
+        if message.get("refusal") is None:
+            message.pop("refusal", None)
+        choices.append(
+            {
+                "index": choice.get("index", 0),
+                "delta": message,
+                "finish_reason": choice.get("finish_reason") or "stop",
+                "logprobs": choice.get("logprobs"),
+            }
+        )
+    chunks = [Chunk(choices=choices, system_fingerprint=data.get("system_fingerprint"))]
+    if data.get("usage"):
+        chunks.append(Chunk(choices=[], usage=data["usage"]))
+    return chunks
