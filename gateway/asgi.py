@@ -79,7 +79,11 @@ async def send_json(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [*JSON_HEADERS, *(headers or ())],
+            "headers": [
+                *JSON_HEADERS,
+                (b"content-length", str(len(body)).encode()),
+                *(headers or ()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

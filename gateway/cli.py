@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import uvicorn
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         header_timeout=settings.header_timeout,
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises SIGTERM/SIGINT once it has shut down; after a completed drain that is a
+    # clean exit, so the re-raised signal is ignored and the process exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     server.run()
     if not server.started:
         raise SystemExit(1)

@@ -8,6 +8,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.errors import InvalidRequest
+
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
     """Closes a connection whose request headers do not arrive within ``header_timeout``.
@@ -37,6 +39,15 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_header_timer()
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refuses gets OpenAI's error shape too, not plain text."""
+        body = InvalidRequest(f"malformed HTTP request ({msg.rstrip('.')})", code="bad_http").body()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None:

@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         for name in self.providers:
             if not name or "/" in name:
                 raise ValueError(f"provider name {name!r} must be non-empty and without '/'")
+        known = {f"{name}/{m}" for name, p in self.providers.items() for m in p.models or ()}
+        for alias, target in self.aliases.items():
+            if target not in known:
+                raise ValueError(f"ALIASES: alias {alias!r} names unknown model {target!r}")
+        for model, chain in self.fallbacks.items():
+            for target in [model, *chain]:
+                if target not in known and target not in self.aliases:
+                    raise ValueError(f"FALLBACKS: {model!r} names unknown model {target!r}")
         if "*" in self.cors_origins:
             raise ValueError("CORS_ORIGINS: list origins explicitly, not '*'")
         return self

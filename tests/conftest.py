@@ -1,0 +1,95 @@
+"""Shared fixtures: real gateways on 127.0.0.1, the real openai SDK as client."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.support.fault_upstream import FaultUpstream, serve_fault_upstream
+from tests.support.servers import serve_in_thread
+
+GatewayFactory = Callable[..., str]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Tests build their settings explicitly: no GATEWAY_* variable or .env leaks in."""
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("GATEWAY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def make_gateway() -> Iterator[GatewayFactory]:
+    """Start a gateway from Settings keyword arguments; returns its base URL."""
+    with contextlib.ExitStack() as stack:
+
+        def start(**settings: Any) -> str:
+            app = create_app(Settings(**settings))
+            return stack.enter_context(serve_in_thread(app))
+
+        yield start
+
+
+@pytest.fixture(scope="module")
+def echo_gateway() -> Iterator[str]:
+    """A gateway on its defaults: one echo provider, no auth."""
+    with serve_in_thread(create_app(Settings())) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def fault_upstream() -> Iterator[tuple[str, FaultUpstream]]:
+    with serve_fault_upstream() as served:
+        yield served
+
+
+@pytest.fixture
+def upstream(fault_upstream: tuple[str, FaultUpstream]) -> FaultUpstream:
+    fault_upstream[1].reset()
+    return fault_upstream[1]
+
+
+def fault_provider(base_url: str, **extra: Any) -> dict[str, Any]:
+    """Settings for an openai provider named ``fault`` in front of the fault upstream."""
+    return {
+        "type": "openai",
+        "base_url": base_url,
+        "api_key": "sk-upstream-canary-1234567890",
+        "models": ["ok", "any"],
+        **extra,
+    }
+
+
+def sdk(base_url: str, api_key: str = "unused", **kwargs: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url + "/v1", api_key=api_key, max_retries=0, **kwargs)
+
+
+def async_sdk(base_url: str, api_key: str = "unused", **kwargs: Any) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=base_url + "/v1", api_key=api_key, max_retries=0, **kwargs)
+
+
+def post_chat(base_url: str, body: Any, **kwargs: Any) -> httpx.Response:
+    """A raw POST, for bodies the SDK would refuse to send."""
+    if not isinstance(body, bytes | str):
+        kwargs.setdefault("json", body)
+        return httpx.post(base_url + "/v1/chat/completions", timeout=10, **kwargs)
+    headers = {"content-type": "application/json", **kwargs.pop("headers", {})}
+    return httpx.post(
+        base_url + "/v1/chat/completions", content=body, headers=headers, timeout=10, **kwargs
+    )
+
+
+def sse_data(raw: str) -> list[str]:
+    """The data payloads of an SSE body, in order."""
+    return [line[6:] for line in raw.split("\n") if line.startswith("data: ")]

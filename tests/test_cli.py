@@ -1,0 +1,52 @@
+"""The console script end to end: start on the echo default, serve, stop cleanly."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from tests.conftest import sdk
+from tests.support.servers import free_port, spawn
+
+GATEWAY = shutil.which("llm-gateway") or str(Path(sys.executable).with_name("llm-gateway"))
+
+
+def test_starts_on_echo_with_no_config_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    with spawn(
+        [GATEWAY, "--no-ui", "--port", str(port)],
+        env={},
+        ready_url=f"http://127.0.0.1:{port}/health",
+        cwd=tmp_path,
+    ) as server:
+        reply = sdk(server.base_url).chat.completions.create(
+            model="echo/echo", messages=[{"role": "user", "content": "it works"}]
+        )
+        assert reply.choices[0].message.content == "it works"
+        server.terminate(signal.SIGTERM)
+        assert server.wait(15) == 0
+        output = server.output()
+    assert "GATEWAY_API_KEYS is not set" in output
+    assert "Traceback" not in output
+    assert '"POST /v1/chat/completions" 200' in output
+
+
+def test_env_file_and_flags(tmp_path: Path) -> None:
+    port = free_port()
+    env_file = tmp_path / "my.env"
+    env_file.write_text(
+        "GATEWAY_PORT=1\nGATEWAY_API_KEYS=[\"cli-key\"]\n"
+        "GATEWAY_PROVIDERS__SLOW__TYPE=echo\nGATEWAY_PROVIDERS__SLOW__MODELS=[\"snail\"]\n"
+    )
+    with spawn(
+        [GATEWAY, "--no-ui", "--env-file", str(env_file), "--port", str(port)],
+        env={},
+        ready_url=f"http://127.0.0.1:{port}/health",
+        cwd=tmp_path,
+    ) as server:
+        models = sdk(server.base_url, "cli-key").models.list()
+        assert [m.id for m in models] == ["slow/snail"]
+        assert "GATEWAY_API_KEYS is not set" not in server.output()
+        assert "cli-key" not in server.output()
