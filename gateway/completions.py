@@ -173,13 +173,15 @@ class ChatCompletions:
                 if delay is None:
                     break
                 attempt += 1
+                dog.pause()
                 logger.info("retrying %s in %.2fs: %s", route.model_id, delay, error.message)
                 try:
                     await asyncio.sleep(delay)
                 except asyncio.CancelledError:
-                    if dog.claim() == "disconnect":
+                    reason = dog.claim()
+                    if reason == "disconnect":
                         raise _Disconnected from None
-                    raise _stop_error(dog.reason or "shutdown", route) from None
+                    raise _stop_error(reason, route) from None
             else:
                 if error is None:
                     error = _cooling_down(route)

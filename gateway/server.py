@@ -19,9 +19,11 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     each new request begins, and stops when the headers are complete.
     """
 
+    header_timeout = 10.0  # seconds; the gateway's config sets GATEWAY_HEADER_TIMEOUT instead
+
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
-        self._header_timeout: float = getattr(config, "header_timeout", 10.0)
+        self._header_timeout: float = getattr(config, "header_timeout", self.header_timeout)
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

@@ -71,8 +71,6 @@ class Watchdog:
         """A new attempt: the first-token window starts again (the total does not)."""
         self._limit = first_token or math.inf
         self.phase = "first_token"
-        if self.reason == "first_token":
-            self.reason = None  # the previous attempt's timeout was handled
         self.waiting()
         if self._handle is None or self._handle.when() > self._since + self._limit:
             if self._handle is not None:
@@ -83,6 +81,10 @@ class Watchdog:
         """We start waiting for the upstream's next chunk."""
         self._since = self._loop.time()
         self._waiting = True
+
+    def pause(self) -> None:
+        """Not waiting on the upstream (e.g. backing off before a retry); the total still runs."""
+        self._waiting = False
 
     def received(self) -> None:
         """A chunk arrived: from now on only the idle limit applies between chunks."""
@@ -104,9 +106,10 @@ class Watchdog:
         cancels the requests still running when its graceful-shutdown time is over).
         """
         self._task.uncancel()
-        if self.reason is None:
-            self.reason = "shutdown"
-        return self.reason
+        reason = self.reason or "shutdown"
+        # A first-token timeout is handled by retrying: later trips must still get through.
+        self.reason = None if reason == "first_token" else reason
+        return reason
 
     def close(self) -> None:
         if self._handle is not None:

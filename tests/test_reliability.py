@@ -1,0 +1,408 @@
+"""Streams that never lie: cancellation, timeouts, retries, fallbacks, cooldown, drain, limits.
+
+Every guarantee is shown against real upstreams over loopback (tests/support/fault_upstream.py).
+Times are only bounds that keep a broken build from hanging, never speed assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from gateway.app import create_app
+from gateway.server import HeaderDeadlineProtocol
+from gateway.settings import Settings
+from tests.conftest import GatewayFactory, fault_provider, post_chat, sse_data
+from tests.support.fault_upstream import FaultUpstream
+from tests.support.openapi_spec import validate
+from tests.support.servers import serve_in_thread
+
+USER = [{"role": "user", "content": "alpha beta gamma delta"}]
+MODELS = [
+    "ok",
+    "slow:200",
+    "stall:2",
+    "slow-first:30",
+    "slow-first-byte:30",
+    "status:503",
+    "status:500",
+    "status:400",
+    "status:401",
+    "status:429:1",
+    "status:429:60",
+    "reset:1",
+]
+
+
+@pytest.fixture
+def gateway(make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]) -> str:
+    fault_upstream[1].reset()
+    return make_gateway(
+        providers={
+            "fault": fault_provider(
+                fault_upstream[0],
+                models=MODELS,
+                max_retries=0,
+                first_token_timeout=1.0,
+                idle_timeout=0.5,
+            ),
+            "echo": {"type": "echo"},
+        },
+        fallbacks={"fault/status:503": ["fault/status:500", "echo/echo"]},
+    )
+
+
+def body(model: str, stream: bool = True) -> dict[str, Any]:
+    return {"model": f"fault/{model}", "messages": USER, "stream": stream}
+
+
+# --- 1. Cancellation -----------------------------------------------------------------------------
+
+
+def _close_after(url: str, payload: dict[str, Any], *, read_events: int, wait: float) -> float:
+    """Send a request, read ``read_events`` SSE lines (or wait ``wait`` s), close; return when."""
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", url + "/v1/chat/completions", json=payload) as response,
+    ):
+        if read_events:
+            seen = 0
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    seen += 1
+                    if seen >= read_events:
+                        break
+        else:
+            time.sleep(wait)
+        closed = time.monotonic()
+    return closed
+
+
+@pytest.mark.parametrize(
+    ("model", "stream", "read_events"),
+    [
+        ("stall:2", True, 1),
+        ("slow:200", True, 1),
+        ("slow-first:30", True, 0),
+        ("slow-first-byte:30", True, 0),
+        ("slow:200", False, 0),
+    ],
+    ids=[
+        "mid-stream-stalled",
+        "mid-stream-flowing",
+        "before-headers",
+        "before-first-token",
+        "non-stream",
+    ],
+)
+def test_client_disconnect_cancels_the_upstream(
+    gateway: str, upstream: FaultUpstream, model: str, stream: bool, read_events: int
+) -> None:
+    def request() -> float:
+        with contextlib.suppress(httpx.ReadTimeout):
+            return _close_after(gateway, body(model, stream), read_events=read_events, wait=0.3)
+        raise AssertionError("unreachable")
+
+    if stream or read_events:
+        closed = request()
+    else:  # a non-stream client that gives up: its read times out and it closes
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(gateway + "/v1/chat/completions", json=body(model, stream), timeout=0.3)
+        closed = time.monotonic()
+    seen = upstream.wait_for_disconnect(timeout=5)
+    assert seen is not None, "the upstream never saw the client go away"
+    assert seen - closed < 1.0, f"upstream saw the disconnect {seen - closed:.3f}s after"
+
+
+# --- 2. Timeouts ---------------------------------------------------------------------------------
+
+
+def test_silent_upstream_mid_stream_ends_with_a_timeout_event(
+    gateway: str, upstream: FaultUpstream
+) -> None:
+    response = post_chat(gateway, body("stall:2"))
+    events = sse_data(response.text)
+    assert response.status_code == 200
+    assert "[DONE]" not in events
+    error = orjson.loads(events[-1])
+    validate("ErrorResponse", error)
+    assert (error["error"]["type"], error["error"]["code"]) == ("timeout", "idle_timeout")
+    assert all(orjson.loads(e)["choices"][0]["finish_reason"] is None for e in events[:-1])
+    assert upstream.wait_for_disconnect(timeout=5) is not None, "the upstream call is cancelled"
+
+
+@pytest.mark.parametrize("model", ["slow-first:30", "slow-first-byte:30"])
+def test_no_first_token_in_time_is_504_before_any_stream_byte(gateway: str, model: str) -> None:
+    for stream in (True, False):
+        response = post_chat(gateway, body(model, stream))
+        assert response.status_code == 504
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["error"]["code"] == "first_token_timeout"
+
+
+def test_total_timeout_ends_a_long_stream(
+    make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]
+) -> None:
+    url = make_gateway(
+        providers={
+            "fault": fault_provider(
+                fault_upstream[0], models=["slow:300"], total_timeout=0.5, max_retries=0
+            )
+        }
+    )
+    long_text = [{"role": "user", "content": " ".join(["word"] * 50)}]
+    response = post_chat(url, {"model": "fault/slow:300", "messages": long_text, "stream": True})
+    last = orjson.loads(sse_data(response.text)[-1])
+    assert last["error"]["code"] == "total_timeout"
+
+
+# --- 3. Retries ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "attempts", "status"),
+    [
+        ("status:503", 3, 502),
+        ("status:500", 3, 502),
+        ("status:429:1", 3, 429),
+        ("status:400", 1, 400),
+        ("status:401", 1, 502),
+        ("status:429:60", 1, 429),
+        ("slow-first:30", 3, 504),
+    ],
+)
+def test_retries_only_what_another_attempt_can_fix(
+    make_gateway: GatewayFactory,
+    fault_upstream: tuple[str, FaultUpstream],
+    model: str,
+    attempts: int,
+    status: int,
+) -> None:
+    url = make_gateway(
+        providers={
+            "fault": fault_provider(
+                fault_upstream[0], models=[model], max_retries=2, first_token_timeout=0.3
+            )
+        }
+    )
+    fault_upstream[1].reset()
+    response = post_chat(url, {"model": f"fault/{model}", "messages": USER, "stream": True})
+    assert response.status_code == status
+    assert fault_upstream[1].attempts(model) == attempts
+    if model == "status:429:60":
+        assert response.headers["retry-after"] == "60", "a long Retry-After goes to the client"
+
+
+class FlakyUpstream:
+    """Answers 503 to its first ``failures`` requests, then streams one chunk."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.calls += 1
+        while (await receive()).get("more_body"):
+            pass
+        if self.calls <= self.failures:
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b'{"error": {"message": "busy"}}'})
+            return
+        chunk = {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "recovered"}, "finish_reason": "stop"}],
+        }
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n",
+            }
+        )
+
+
+def test_a_retry_that_succeeds_is_invisible_to_the_client(make_gateway: GatewayFactory) -> None:
+    flaky = FlakyUpstream(failures=2)
+    with serve_in_thread(flaky) as upstream_url:
+        url = make_gateway(
+            providers={
+                "flaky": {
+                    "type": "openai",
+                    "base_url": upstream_url + "/v1",
+                    "models": ["m"],
+                    "max_retries": 2,
+                }
+            }
+        )
+        response = post_chat(url, {"model": "flaky/m", "messages": USER})
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "recovered"
+    assert flaky.calls == 3
+
+
+def test_no_retry_once_the_first_byte_was_sent(gateway: str, upstream: FaultUpstream) -> None:
+    response = post_chat(gateway, body("reset:1"))
+    assert response.status_code == 200
+    assert orjson.loads(sse_data(response.text)[-1])["error"]["code"] == "upstream_truncated"
+    assert upstream.attempts("reset:1") == 1
+
+
+# --- 4. Fallbacks --------------------------------------------------------------------------------
+
+
+def test_fallbacks_are_tried_in_order_and_the_answer_says_who_answered(
+    gateway: str, upstream: FaultUpstream
+) -> None:
+    whole = post_chat(gateway, body("status:503", stream=False))
+    assert whole.status_code == 200
+    assert whole.json()["model"] == "echo/echo"
+    assert whole.json()["choices"][0]["message"]["content"] == "alpha beta gamma delta"
+    streamed = post_chat(gateway, body("status:503"))
+    chunks = [orjson.loads(e) for e in sse_data(streamed.text)[:-1]]
+    assert {c["model"] for c in chunks} == {"echo/echo"}
+    assert [r.model for r in upstream.requests] == ["status:503", "status:500"] * 2
+
+
+def test_no_fallback_for_the_clients_own_mistake(
+    make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]
+) -> None:
+    url = make_gateway(
+        providers={
+            "fault": fault_provider(fault_upstream[0], models=["status:400"]),
+            "echo": {"type": "echo"},
+        },
+        fallbacks={"fault/status:400": ["echo/echo"]},
+    )
+    assert post_chat(url, body("status:400")).status_code == 400
+
+
+# --- 5. Cooldown ---------------------------------------------------------------------------------
+
+
+def test_a_503_storm_costs_at_most_1_2_upstream_attempts_per_request(
+    make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]
+) -> None:
+    url = make_gateway(
+        providers={"fault": fault_provider(fault_upstream[0], models=["status:503"], max_retries=2)}
+    )
+    fault_upstream[1].reset()
+    requests = 60
+    with httpx.Client(timeout=10) as client:
+        statuses = [
+            client.post(url + "/v1/chat/completions", json=body("status:503")).status_code
+            for _ in range(requests)
+        ]
+    assert set(statuses) == {502}
+    attempts = fault_upstream[1].attempts("status:503")
+    assert attempts / requests <= 1.2, f"{attempts} upstream attempts for {requests} requests"
+
+
+# --- 7. Graceful drain ---------------------------------------------------------------------------
+
+
+def test_sigterm_drains_then_ends_the_rest_with_an_error_event(tmp_path: Any) -> None:
+    import shutil
+    import signal
+    import sys
+    from pathlib import Path
+
+    from tests.support.servers import free_port, spawn
+
+    exe = shutil.which("llm-gateway") or str(Path(sys.executable).with_name("llm-gateway"))
+    port = free_port()
+    env = {
+        "GATEWAY_DRAIN_TIMEOUT": "1.5",
+        "GATEWAY_PROVIDERS__ECHO__TYPE": "echo",
+        "GATEWAY_PROVIDERS__ECHO__CHUNK_DELAY_MS": "100",
+    }
+    short = {
+        "model": "echo/echo",
+        "messages": [{"role": "user", "content": "a b c d e"}],
+        "stream": True,
+    }
+    long = {
+        "model": "echo/echo",
+        "messages": [{"role": "user", "content": "w " * 100}],
+        "stream": True,
+    }
+
+    async def run(server_url: str, terminate: Any) -> list[list[str]]:
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def one(payload: dict[str, Any]) -> list[str]:
+                events = []
+                async with client.stream(
+                    "POST", server_url + "/v1/chat/completions", json=payload
+                ) as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: "):
+                            events.append(line[6:])
+                return events
+
+            tasks = [asyncio.create_task(one(p)) for p in (short, short, long, long)]
+            await asyncio.sleep(0.3)  # all four are streaming
+            terminate()
+            return await asyncio.gather(*tasks)
+
+    with spawn(
+        [exe, "--no-ui", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        ready_url=f"http://127.0.0.1:{port}/health",
+    ) as server:
+        results = asyncio.run(run(server.base_url, lambda: server.terminate(signal.SIGTERM)))
+        assert server.wait(15) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(server.base_url + "/health")
+    for events in results[:2]:
+        assert events[-1] == "[DONE]", "streams that fit in the drain time complete"
+    for events in results[2:]:
+        last = orjson.loads(events[-1])
+        assert last["error"]["code"] == "shutdown", "the rest end with an error event"
+        assert "[DONE]" not in events
+
+
+# --- 8. Limits: a deadline for request headers ---------------------------------------------
+
+
+class QuickHeaderDeadline(HeaderDeadlineProtocol):
+    header_timeout = 1.0
+
+
+def test_a_client_trickling_its_headers_is_cut_off() -> None:
+    with serve_in_thread(create_app(Settings()), http=QuickHeaderDeadline) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            sock.settimeout(0.2)
+            started = time.monotonic()
+            received = None
+            while received is None and time.monotonic() - started < 10:
+                try:
+                    sock.sendall(b"X-Slow: 1\r\n")  # never the blank line ending the headers
+                    received = sock.recv(1024)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    received = b""
+        assert received == b"", "the server closed the connection without an answer"
+        # A well-behaved client on a fresh connection is served as usual.
+        assert httpx.get(url + "/health").status_code == 200
