@@ -138,8 +138,11 @@ class ChatCompletions:
             dog.idle = policy.timeouts.idle or dog.idle
             attempt = 0
             while policy.breaker.allow():
-                dog.restart_first_token(policy.timeouts.first_token)
-                stream = route.provider.stream(ChatRequest(route.upstream_model, request.body))
+                # A whole answer fetched at once has no first token to time: the total applies.
+                dog.restart_first_token(policy.timeouts.first_token if request.stream else None)
+                stream = route.provider.stream(
+                    ChatRequest(route.upstream_model, request.body, stream=request.stream)
+                )
                 try:
                     first = await stream.__anext__()
                 except StopAsyncIteration:

@@ -18,10 +18,13 @@ class ChatRequest:
 
     ``body`` is the client's JSON body (an OpenAI ``CreateChatCompletionRequest``) without
     ``model``, ``stream`` and ``stream_options``; adapters that speak OpenAI pass it through.
+    ``stream`` says whether the client reads the answer as it comes: when it does not, an
+    adapter may fetch the whole answer at once, and still yields it as chunks.
     """
 
     model: str
     body: dict[str, Any]
+    stream: bool = True
 
 
 @dataclass(slots=True)

@@ -1,9 +1,10 @@
 """The OpenAI-compatible provider: OpenAI, vLLM, Ollama, llama.cpp, DeepSeek, Groq, ...
 
-One pooled ``httpx.AsyncClient`` per provider. Every request streams from the upstream, with
-usage always asked for; a client that did not ask for usage never sees the usage chunk (the
-gateway drops it). Transport and upstream failures are mapped here, once, into
-:mod:`providers.errors`.
+One pooled ``httpx.AsyncClient`` per provider. A streaming client's request streams from the
+upstream with usage always asked for (a client that did not ask for usage never sees the usage
+chunk: the gateway drops it); a non-streaming client's request is one upstream call, whose
+answer (usage included) is yielded as chunks all the same. Transport and upstream failures are
+mapped here, once, into :mod:`providers.errors`.
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class OpenAICompatProvider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         body = request.body.copy()
         body["model"] = request.model
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        if request.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         client = self._client
         try:
             upstream = client.build_request("POST", self._url, content=orjson.dumps(body))
@@ -82,7 +84,7 @@ class OpenAICompatProvider:
                 raise await self._status_error(response)
             content_type = response.headers.get("content-type", "")
             if content_type.startswith("application/json"):
-                # An upstream that ignores stream=true: its whole answer, as chunks.
+                # A non-streamed answer (asked for, or an upstream that ignores stream=true).
                 for chunk in _completion_to_chunks(await self._read_json(response)):
                     yield chunk
                 return
@@ -141,7 +143,15 @@ class OpenAICompatProvider:
         )
 
     async def _read_json(self, response: httpx.Response) -> dict[str, Any]:
-        raw = await _read_limited(response)
+        try:
+            raw = await _read_limited(response, limit=None)
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("reading the upstream's answer timed out", phase="idle") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamProtocolError(
+                f"the upstream connection broke mid-answer ({exc.__class__.__name__})",
+                code="upstream_truncated",
+            ) from None
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -203,15 +213,16 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[bytes]:
         yield event
 
 
-async def _read_limited(response: httpx.Response) -> bytes:
+async def _read_limited(response: httpx.Response, *, limit: int | None = _MAX_ERROR_BODY) -> bytes:
     parts: list[bytes] = []
     size = 0
     async for part in response.aiter_raw():
         parts.append(part)
         size += len(part)
-        if size >= _MAX_ERROR_BODY:
+        if limit is not None and size >= limit:
             break
-    return b"".join(parts)[:_MAX_ERROR_BODY]
+    body = b"".join(parts)
+    return body if limit is None else body[:limit]
 
 
 def _upstream_message(raw: bytes) -> str:

@@ -29,6 +29,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+def settings(**values: Any) -> Settings:
+    """Settings from plain values (keys as str, providers as dicts), as an env file gives them."""
+    return Settings(**values)
+
+
 @pytest.fixture
 def make_gateway() -> Iterator[GatewayFactory]:
     """Start a gateway from Settings keyword arguments; returns its base URL."""

@@ -6,11 +6,12 @@ import asyncio
 
 import httpx
 import orjson
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import async_sdk, post_chat, sdk, sse_data
 from tests.support.openapi_spec import validate
 
-USER = [{"role": "user", "content": "Hello  there,\n world "}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello  there,\n world "}]
 
 
 def test_non_stream_answer_is_the_last_user_message(echo_gateway: str) -> None:

@@ -11,8 +11,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.server import HeaderDeadlineProtocol
-from gateway.settings import Settings
-from tests.conftest import sdk
+from tests.conftest import sdk, settings
 from tests.support.openapi_spec import validate
 from tests.support.servers import serve_in_thread
 
@@ -22,7 +21,7 @@ ASCII_KEY = "gw-key-plain-123"
 
 @pytest.fixture(scope="module")
 def secured() -> Iterator[str]:
-    app = create_app(Settings(api_keys=[ASCII_KEY, KEY]))
+    app = create_app(settings(api_keys=[ASCII_KEY, KEY]))
     with serve_in_thread(app, http=HeaderDeadlineProtocol) as url:  # the protocol the CLI runs
         yield url
 

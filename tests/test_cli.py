@@ -37,8 +37,8 @@ def test_env_file_and_flags(tmp_path: Path) -> None:
     port = free_port()
     env_file = tmp_path / "my.env"
     env_file.write_text(
-        "GATEWAY_PORT=1\nGATEWAY_API_KEYS=[\"cli-key\"]\n"
-        "GATEWAY_PROVIDERS__SLOW__TYPE=echo\nGATEWAY_PROVIDERS__SLOW__MODELS=[\"snail\"]\n"
+        'GATEWAY_PORT=1\nGATEWAY_API_KEYS=["cli-key"]\n'
+        'GATEWAY_PROVIDERS__SLOW__TYPE=echo\nGATEWAY_PROVIDERS__SLOW__MODELS=["snail"]\n'
     )
     with spawn(
         [GATEWAY, "--no-ui", "--env-file", str(env_file), "--port", str(port)],

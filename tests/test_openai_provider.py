@@ -7,10 +7,10 @@ from typing import Any
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.app import create_app
-from gateway.settings import Settings
-from tests.conftest import GatewayFactory, fault_provider, post_chat, sdk, sse_data
+from tests.conftest import GatewayFactory, fault_provider, post_chat, sdk, settings, sse_data
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.openapi_spec import validate
 from tests.support.servers import serve_in_thread
@@ -33,7 +33,7 @@ MODELS = [
     "close-without-finish:2",
     "malformed",
 ]
-USER = [{"role": "user", "content": "one two  three\nfour"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "one two  three\nfour"}]
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_own_key_is_sent_and_the_clients_never(
 def test_pass_through_of_what_an_openai_upstream_understands(
     gateway: str, fault_upstream: tuple[str, FaultUpstream]
 ) -> None:
-    tools = [
+    tools: list[Any] = [
         {
             "type": "function",
             "function": {
@@ -107,11 +107,11 @@ def test_pass_through_of_what_an_openai_upstream_understands(
             },
         }
     ]
-    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    image: Any = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     sdk(gateway, "client-key-abc").chat.completions.create(
         model="fault/echo-request",
         messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}, image]}],
-        tools=tools,  # type: ignore[arg-type]
+        tools=tools,
         tool_choice="auto",
         response_format={"type": "json_object"},
         logprobs=True,
@@ -230,7 +230,7 @@ def test_a_dead_upstream_is_502_without_details(make_gateway: GatewayFactory) ->
 
 def test_the_gateway_can_be_its_own_upstream(echo_gateway: str) -> None:
     outer = create_app(
-        Settings(
+        settings(
             providers={
                 "inner": {
                     "type": "openai",

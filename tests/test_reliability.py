@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.app import create_app
 from gateway.server import HeaderDeadlineProtocol
@@ -24,7 +25,7 @@ from tests.support.fault_upstream import FaultUpstream
 from tests.support.openapi_spec import validate
 from tests.support.servers import serve_in_thread
 
-USER = [{"role": "user", "content": "alpha beta gamma delta"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "alpha beta gamma delta"}]
 MODELS = [
     "ok",
     "slow:200",
@@ -92,7 +93,7 @@ def _close_after(url: str, payload: dict[str, Any], *, read_events: int, wait: f
         ("slow:200", True, 1),
         ("slow-first:30", True, 0),
         ("slow-first-byte:30", True, 0),
-        ("slow:200", False, 0),
+        ("slow-first:30", False, 0),
     ],
     ids=[
         "mid-stream-stalled",
@@ -140,11 +141,30 @@ def test_silent_upstream_mid_stream_ends_with_a_timeout_event(
 
 @pytest.mark.parametrize("model", ["slow-first:30", "slow-first-byte:30"])
 def test_no_first_token_in_time_is_504_before_any_stream_byte(gateway: str, model: str) -> None:
-    for stream in (True, False):
-        response = post_chat(gateway, body(model, stream))
-        assert response.status_code == 504
-        assert response.headers["content-type"] == "application/json"
-        assert response.json()["error"]["code"] == "first_token_timeout"
+    response = post_chat(gateway, body(model))
+    assert response.status_code == 504
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "first_token_timeout"
+
+
+def test_a_non_stream_request_is_bounded_by_the_total_timeout(
+    make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]
+) -> None:
+    # A whole answer fetched at once has no first token: long generations must not be cut at
+    # the first-token timeout, but the total still bounds them.
+    url = make_gateway(
+        providers={
+            "fault": fault_provider(
+                fault_upstream[0],
+                models=["slow-first:30"],
+                first_token_timeout=0.2,
+                total_timeout=1.0,
+            )
+        }
+    )
+    response = post_chat(url, body("slow-first:30", stream=False))
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "total_timeout"
 
 
 def test_total_timeout_ends_a_long_stream(

@@ -1,0 +1,354 @@
+"""The chat UI over HTTP: gradio_client against ``/chat`` of a real gateway with the UI mounted.
+
+Replies come from the echo provider (slowed down, so there are many partials) or from the fault
+upstream behind an openai provider, which records what it was sent and when its client left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+from gradio_client import Client
+
+import ui
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.support.fault_upstream import FaultUpstream
+from tests.support.servers import free_port, serve_in_thread, spawn
+from ui_stream import to_openai_messages
+
+KEY = "sk-visitor-key-0123456789"
+UI_KEY = "sk-server-side-ui-key-9876543210"  # valid at the keyed gateway; must never leak
+
+
+def words(n: int, tag: str = "w") -> str:
+    return " ".join(f"{tag}{i}" for i in range(n))
+
+
+def reply_text(output: Any) -> str:
+    """The reply's text from one /chat output (a string, or messages of which one is the text)."""
+    if isinstance(output, str):
+        return output
+    return "".join(m["content"] for m in output if not m.get("metadata", {}).get("title"))
+
+
+def footer(output: Any) -> dict[str, Any]:
+    """The metadata of the line that tells how the stream went."""
+    [meta] = [m["metadata"] for m in output if m.get("metadata", {}).get("title")]
+    return dict(meta)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def gateway_with_ui(
+    *, require_key: bool = False, api_key: str | None = None, **settings: Any
+) -> Iterator[str]:
+    """A gateway with the UI mounted at /ui, as ``llm-gateway`` serves it."""
+    port = free_port()
+    app = create_app(Settings(**settings), open_prefixes=("/ui",))
+    ui.mount(app, gateway_url=f"http://127.0.0.1:{port}", api_key=api_key, require_key=require_key)
+    with serve_in_thread(app, port=port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def clients_for(url: str, count: int) -> Iterator[list[Client]]:
+    """``count`` gradio_client sessions of the UI at ``url``."""
+    # Side by side: each client fetches the config, and close() waits up to 1 s for the
+    # session's heartbeat thread.
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        clients = list(pool.map(lambda _: Client(url, verbose=False), range(count)))
+        try:
+            yield clients
+        finally:
+            list(pool.map(Client.close, clients))
+
+
+@contextlib.contextmanager
+def client_for(url: str) -> Iterator[Client]:
+    with clients_for(f"{url}/ui/", 1) as [client]:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def open_gateway(fault_upstream: tuple[str, FaultUpstream]) -> Iterator[str]:
+    """No API keys: echo, the fault upstream, and a provider whose upstream is down."""
+    upstream_url, _ = fault_upstream
+    providers = {
+        "echo": {"type": "echo", "chunk_delay_ms": 20},
+        "fault": {
+            "type": "openai",
+            "base_url": upstream_url,
+            "api_key": "sk-upstream",
+            "models": ["slow:200", "error-frame:3", "echo-request", "ok"],
+            "max_retries": 0,
+        },
+        "down": {
+            "type": "openai",
+            "base_url": f"http://127.0.0.1:{free_port()}/v1",
+            "models": ["m"],
+            "max_retries": 0,
+        },
+    }
+    with gateway_with_ui(providers=providers) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway() -> Iterator[str]:
+    """GATEWAY_API_KEYS set: the mounted UI asks each visitor for a key."""
+    providers = {"echo": {"type": "echo", "chunk_delay_ms": 5}}
+    with gateway_with_ui(require_key=True, api_keys=[KEY, UI_KEY], providers=providers) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(open_gateway: str) -> Iterator[Client]:
+    with client_for(open_gateway) as c:
+        yield c
+
+
+def test_root_redirects_to_the_ui(open_gateway: str) -> None:
+    response = httpx.get(f"{open_gateway}/", follow_redirects=True, timeout=10)
+    assert response.status_code == 200
+    assert str(response.url) == f"{open_gateway}/ui/"
+
+
+def test_reply_streams_as_growing_partials_and_ends_with_how_it_went(client: Client) -> None:
+    message = words(40)
+    job = client.submit(message=message, model="echo/echo", api_name="/chat")
+    final = job.result(timeout=30)
+    texts = [reply_text(o) for o in job.outputs()]
+    assert len({t for t in texts if t}) >= 5, "expected many partials from a slow stream"
+    assert all(message.startswith(t) for t in texts)
+    assert reply_text(final) == message
+    meta = footer(final)
+    assert meta["title"] == "echo/echo"
+    assert meta["status"] == "done"
+    assert "TTFT" in meta["log"] and "tok/s" in meta["log"] and "+40 tokens" in meta["log"]
+
+
+def test_empty_model_means_the_gateways_first_model(client: Client) -> None:
+    final = client.predict(message="hi there", api_name="/chat")
+    assert reply_text(final) == "hi there"
+    assert footer(final)["title"] == "echo/echo"
+
+
+def test_cancel_closes_the_upstream_stream_within_a_second(
+    client: Client, upstream: FaultUpstream
+) -> None:
+    job = client.submit(message=words(30), model="fault/slow:200", api_name="/chat")
+    wait_until(lambda: any(reply_text(o) for o in job.outputs()), 15, "the first token")
+    cancelled_at = time.monotonic()
+    job.cancel()
+    seen_at = upstream.wait_for_disconnect(timeout=5)
+    assert seen_at is not None, "the upstream never saw its client go away"
+    assert seen_at - cancelled_at < 1.0
+
+
+def test_twenty_chats_stream_at_the_same_time(open_gateway: str) -> None:
+    with clients_for(f"{open_gateway}/ui/", 20) as clients:
+        messages = [words(40, tag=f"c{i}-") for i in range(20)]
+        jobs = [
+            c.submit(message=m, model="echo/echo", api_name="/chat")
+            for c, m in zip(clients, messages, strict=True)
+        ]
+        first_text: dict[int, float] = {}
+        finished: dict[int, float] = {}
+        deadline = time.monotonic() + 60
+        while len(finished) < len(jobs) and time.monotonic() < deadline:
+            for i, job in enumerate(jobs):
+                if i not in first_text and any(reply_text(o) for o in job.outputs()):
+                    first_text[i] = time.monotonic()
+                if i not in finished and job.done():
+                    finished[i] = time.monotonic()
+            time.sleep(0.005)
+        assert len(finished) == len(jobs)
+        # Served one after another, the last chat would start after the first had ended.
+        assert max(first_text.values()) < min(finished.values())
+        for job, message in zip(jobs, messages, strict=True):
+            assert reply_text(job.result(timeout=1)) == message
+
+
+def test_two_sessions_never_see_each_others_messages(open_gateway: str) -> None:
+    with clients_for(f"{open_gateway}/ui/", 2) as [alice, bob]:
+        alice.predict(message="alice-secret-1", model="fault/ok", api_name="/chat")
+        bob.predict(message="bob-secret-1", model="fault/ok", api_name="/chat")
+        # echo-request answers with the request body the gateway passed on: the history sent.
+        seen_by_alice = reply_text(
+            alice.predict(message="alice-2", model="fault/echo-request", api_name="/chat")
+        )
+        seen_by_bob = reply_text(
+            bob.predict(message="bob-2", model="fault/echo-request", api_name="/chat")
+        )
+    assert "alice-secret-1" in seen_by_alice and "bob" not in seen_by_alice
+    assert "bob-secret-1" in seen_by_bob and "alice" not in seen_by_bob
+
+
+@pytest.mark.parametrize(
+    ("model", "expected_error", "partial"),
+    [
+        ("nope/nope", "unknown model 'nope/nope'", ""),
+        ("down/m", "the gateway answered 50", ""),
+        ("fault/error-frame:3", "upstream exploded", "a b c"),
+    ],
+)
+def test_gateway_errors_show_as_readable_messages(
+    client: Client, model: str, expected_error: str, partial: str
+) -> None:
+    final = client.predict(message="a b c d e f", model=model, api_name="/chat")
+    title = footer(final)["title"]
+    assert title.startswith("⚠ error: ")
+    assert expected_error in title
+    assert reply_text(final).startswith(partial)
+
+
+def test_unreachable_gateway_shows_as_a_readable_message() -> None:
+    app = FastAPI()
+    ui.mount(app, gateway_url=f"http://127.0.0.1:{free_port()}", api_key=None, require_key=False)
+    with serve_in_thread(app) as url, client_for(url) as c:
+        final = c.predict(message="hello", model="echo/echo", api_name="/chat")
+    assert footer(final)["title"] == "⚠ error: cannot reach the gateway"
+
+
+def test_keyed_ui_chats_only_with_the_visitors_own_key(keyed_gateway: str) -> None:
+    with client_for(keyed_gateway) as c:
+        assert c.predict(message="hello", api_name="/chat") == ui.KEY_MISSING
+        refused = c.predict(message="hello", api_key="sk-wrong", api_name="/chat")
+        assert "enter a valid API key" in footer(refused)["title"]
+        accepted = c.predict(message="hello you", api_key=KEY, api_name="/chat")
+        assert reply_text(accepted) == "hello you"
+        assert footer(accepted)["title"] == "echo/echo"
+
+
+def _pages(url: str) -> dict[str, str]:
+    paths = ["/ui/", "/ui/config", "/ui/gradio_api/info", "/ui/gradio_api/openapi.json"]
+    return {p: httpx.get(url + p, timeout=10).text for p in paths}
+
+
+def test_the_server_side_key_never_reaches_the_page_or_config(keyed_gateway: str) -> None:
+    app = FastAPI()  # the UI alone, as `python ui.py --api-key` serves it
+    ui.mount(app, gateway_url=keyed_gateway, api_key=UI_KEY, require_key=False)
+    with serve_in_thread(app) as url, client_for(url) as c:
+        final = c.predict(message="secret-free reply", api_name="/chat")
+        pages = _pages(url)
+    assert reply_text(final) == "secret-free reply"  # so the key was used, server-side
+    assert "/ui/config" in pages and all(pages.values())
+    for path, text in pages.items():
+        assert UI_KEY not in text, path
+
+
+def test_the_ui_serves_no_file_outside_its_own(open_gateway: str, tmp_path: Path) -> None:
+    canary = tmp_path / "canary.txt"
+    canary.write_text("canary-7d0f3e")
+    targets = [str(canary), "canary.txt", "/etc/hostname", str(Path(ui.__file__).resolve())]
+    for target in targets:
+        for route in ("/ui/gradio_api/file=", "/ui/file=", "/ui/gradio_api/file/"):
+            response = httpx.get(open_gateway + route + target, timeout=10)
+            assert response.status_code in (403, 404), (route, target, response.status_code)
+            assert "canary-7d0f3e" not in response.text
+
+
+def test_history_in_both_shapes_becomes_the_same_conversation() -> None:
+    def turn(user: Any, assistant: Any) -> list[dict[str, Any]]:
+        stats = {"role": "assistant", "content": "", "metadata": {"title": "echo/echo"}}
+        return [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": assistant},
+            stats,
+        ]
+
+    from_api = turn("hi", "hello")
+    from_browser = turn([{"type": "text", "text": "hi"}], [{"type": "text", "text": "hello"}])
+    with_file = [{"role": "user", "content": [{"path": "/tmp/x.png", "mime_type": "image/png"}]}]
+    expected = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "next"},
+    ]
+    for history in (from_api, from_browser, with_file + from_browser):
+        assert to_openai_messages("next", history, system_prompt="be brief") == expected
+
+
+def test_updates_are_coalesced_and_the_last_one_is_the_whole_reply() -> None:
+    message = words(400)  # the echo provider on its defaults streams 400 chunks at once
+
+    async def collect(base_url: str) -> tuple[list[str], float]:
+        client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+        started = time.monotonic()
+        async with client:
+            texts = [
+                reply_text([dataclasses.asdict(m) for m in reply])
+                async for reply in ui.stream_reply(
+                    client, model="echo/echo", messages=[{"role": "user", "content": message}]
+                )
+            ]
+        return texts, time.monotonic() - started
+
+    with serve_in_thread(create_app(Settings())) as url:
+        texts, elapsed = asyncio.run(collect(url))
+    assert texts[-1] == message
+    # The first yield (before any token), one per interval at most, and the final one.
+    assert len(texts) <= 3 + elapsed / ui.UPDATE_INTERVAL
+    assert len(texts) < 400
+
+
+def test_python_ui_py_runs_the_ui_alone_against_a_gateway(keyed_gateway: str) -> None:
+    port = free_port()
+    cmd = [sys.executable, ui.__file__, "--gateway-url", keyed_gateway, "--port", str(port)]
+    env = {"GATEWAY_API_KEY": UI_KEY, "GRADIO_ANALYTICS_ENABLED": "False"}
+    with spawn(cmd, env=env, ready_url=f"http://127.0.0.1:{port}/", timeout=60) as server:
+        with clients_for(f"{server.base_url}/", 1) as [c]:
+            final = c.predict(message="standing alone", api_name="/chat")
+        page = httpx.get(f"{server.base_url}/config", timeout=10).text
+    assert reply_text(final) == "standing alone"
+    assert UI_KEY not in page
+
+
+def test_llm_gateway_mounts_the_ui_which_asks_visitors_for_a_key() -> None:
+    port = free_port()
+    cmd = [str(Path(sys.executable).with_name("llm-gateway")), "--port", str(port)]
+    env = {
+        "GATEWAY_API_KEYS": f'["{KEY}"]',
+        "GATEWAY_PROVIDERS__ECHO__TYPE": "echo",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    ready = f"http://127.0.0.1:{port}/health"
+    with spawn(cmd, env=env, ready_url=ready, timeout=60) as server:
+        root = httpx.get(f"{server.base_url}/", timeout=10)
+        pages = _pages(server.base_url)
+        with clients_for(f"{server.base_url}/ui/", 1) as [c]:
+            anonymous = c.predict(message="hello", api_name="/chat")
+            keyed = c.predict(message="hello gateway", api_key=KEY, api_name="/chat")
+    assert root.status_code == 307 and root.headers["location"] == "/ui/"
+    assert all(KEY not in text for text in pages.values())
+    assert anonymous == ui.KEY_MISSING
+    assert reply_text(keyed) == "hello gateway"
+
+
+def test_llm_gateway_no_ui_serves_the_api_only() -> None:
+    port = free_port()
+    cmd = [str(Path(sys.executable).with_name("llm-gateway")), "--no-ui", "--port", str(port)]
+    env = {"GATEWAY_PROVIDERS__ECHO__TYPE": "echo"}
+    with spawn(cmd, env=env, ready_url=f"http://127.0.0.1:{port}/health") as server:
+        assert httpx.get(f"{server.base_url}/ui/", timeout=10).status_code == 404
