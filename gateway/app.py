@@ -14,8 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route as StarletteRoute
 
+from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.completions import ChatCompletions, ProviderPolicy
 from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.middleware import AccessLogMiddleware, AuthMiddleware
@@ -72,6 +72,27 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     return providers
 
 
+class GatewayAPI(FastAPI):
+    """FastAPI, with the chat endpoint dispatched ahead of FastAPI's own middleware stack.
+
+    ``POST /v1/chat/completions`` is the hot path: it goes through the gateway's own pure-ASGI
+    middleware (access log, auth, CORS) straight to the raw endpoint, skipping FastAPI's
+    per-request layers. Every other route is served by FastAPI as usual.
+    """
+
+    hot_path: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.hot_path is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/v1/chat/completions"
+        ):
+            await self.hot_path(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> FastAPI:
     """The gateway. ``open_prefixes`` are paths (a mounted UI) that do their own auth."""
     providers = build_providers(settings)
@@ -104,7 +125,7 @@ def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> Fa
         for provider in providers.values():
             await provider.aclose()
 
-    app = FastAPI(
+    app = GatewayAPI(
         title="llm-gateway",
         lifespan=lifespan,
         docs_url=None,
@@ -113,9 +134,6 @@ def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> Fa
     )
     app.state.chat = chat
     app.state.settings = settings
-    app.router.routes.append(
-        StarletteRoute("/v1/chat/completions", endpoint=chat, methods=["POST"])
-    )
 
     def model_entry(model_id: str) -> dict[str, Any]:
         route = router.resolve(model_id)
@@ -169,18 +187,31 @@ def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> Fa
         logger.error("unexpected error on %s %s: %r", request.method, request.url.path, exc)
         return _error_response(APIError("internal error in the gateway", code="internal_error"))
 
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_credentials=False,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type"],
-        )
     keys = [k.get_secret_value().encode() for k in settings.api_keys or ()]
-    app.add_middleware(
-        AuthMiddleware, keys=keys, open_paths=("/health", "/"), open_prefixes=open_prefixes
+    layers: list[tuple[Any, dict[str, Any]]] = []
+    if settings.cors_origins:
+        layers.append(
+            (
+                CORSMiddleware,
+                {
+                    "allow_origins": settings.cors_origins,
+                    "allow_credentials": False,
+                    "allow_methods": ["GET", "POST", "OPTIONS"],
+                    "allow_headers": ["authorization", "content-type"],
+                },
+            )
+        )
+    layers.append(
+        (
+            AuthMiddleware,
+            {"keys": keys, "open_paths": ("/health", "/"), "open_prefixes": open_prefixes},
+        )
     )
     if settings.access_log:
-        app.add_middleware(AccessLogMiddleware)
+        layers.append((AccessLogMiddleware, {}))
+    hot: ASGIApp = chat
+    for layer, options in layers:  # innermost first, as add_middleware stacks them
+        app.add_middleware(layer, **options)
+        hot = layer(hot, **options)
+    app.hot_path = hot
     return app

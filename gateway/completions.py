@@ -9,6 +9,7 @@ A client that goes away cancels the upstream request at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -108,6 +109,10 @@ class ChatCompletions:
             await self._serve(request, chain, dog, send)
         except _Disconnected:
             pass
+        except Exception:  # a bug, not a client's or upstream's fault: say so, tell nothing
+            logger.exception("unexpected error serving %s", request.model)
+            with contextlib.suppress(Exception):  # fails if the response had started
+                await send_error(send, APIError("internal error in the gateway", code="internal"))
         finally:
             dog.close()
             watcher.cancel()

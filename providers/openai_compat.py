@@ -1,9 +1,10 @@
 """The OpenAI-compatible provider: OpenAI, vLLM, Ollama, llama.cpp, DeepSeek, Groq, ...
 
-One pooled ``httpx.AsyncClient`` per provider. A streaming client's request streams from the
-upstream with usage always asked for (a client that did not ask for usage never sees the usage
-chunk: the gateway drops it); a non-streaming client's request is one upstream call, whose
-answer (usage included) is yielded as chunks all the same. Transport and upstream failures are
+One connection pool per provider (:mod:`providers.http1`, an httpx transport, used directly
+with a request head encoded once). A streaming client's request streams from the upstream
+with usage always asked for (a client that did not ask for usage never sees the usage chunk:
+the gateway drops it); a non-streaming client's request is one upstream call, whose answer
+(usage included) is yielded as chunks all the same. Transport and upstream failures are
 mapped here, once, into :mod:`providers.errors`.
 """
 
@@ -26,6 +27,7 @@ from providers.errors import (
     UpstreamStreamError,
     UpstreamTimeout,
 )
+from providers.http1 import PoolTransport, RawResponse
 from providers.sse import SSEDecoder
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -36,30 +38,30 @@ class OpenAICompatProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.name = config.name
         self.models = config.models
-        base_url = str(config.options["base_url"]).rstrip("/")
-        self._url = base_url + "/chat/completions"
+        url = httpx.URL(str(config.options["base_url"]).rstrip("/") + "/chat/completions")
         api_key = config.options.get("api_key")
         self._secret = str(api_key) if api_key else None
-        headers = {
-            "content-type": "application/json",
-            "accept": "text/event-stream",
-            "accept-encoding": "identity",
-            "user-agent": "llm-gateway",
-        }
+        headers = [
+            (b"host", url.netloc),
+            (b"content-type", b"application/json"),
+            (b"accept", b"text/event-stream, application/json"),
+            (b"accept-encoding", b"identity"),
+            (b"user-agent", b"llm-gateway"),
+        ]
         if self._secret:
-            headers["authorization"] = f"Bearer {self._secret}"
-        connect = config.timeouts.connect
-        max_connections = int(config.options.get("max_connections", 1024))
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            # Only connecting is timed here; the gateway times first token, idle and total.
-            timeout=httpx.Timeout(None, connect=connect),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            follow_redirects=False,
-            trust_env=False,
+            headers.append((b"authorization", b"Bearer " + _header_value(self._secret)))
+        # Everything but the body's length is the same for every request: encoded once.
+        self._head = (
+            b"POST "
+            + url.raw_path
+            + b" HTTP/1.1\r\n"
+            + b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         )
+        self._connect_timeout = config.timeouts.connect
+        self._transport = PoolTransport(
+            max_connections=int(config.options.get("max_connections", 1024))
+        )
+        self._origin = self._transport.origin(url)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         body = request.body.copy()
@@ -67,10 +69,12 @@ class OpenAICompatProvider:
         if request.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        client = self._client
+        content = orjson.dumps(body)
+        head = self._head + b"content-length: " + str(len(content)).encode() + b"\r\n\r\n"
         try:
-            upstream = client.build_request("POST", self._url, content=orjson.dumps(body))
-            response = await client.send(upstream, stream=True)
+            response = await self._transport.exchange(
+                self._origin, head, content, connect_timeout=self._connect_timeout
+            )
         except httpx.TimeoutException:
             raise UpstreamTimeout(
                 f"connecting to the upstream of provider '{self.name}' timed out", phase="connect"
@@ -80,9 +84,9 @@ class OpenAICompatProvider:
                 f"the upstream of provider '{self.name}' is unreachable ({exc.__class__.__name__})"
             ) from None
         try:
-            if response.status_code != 200:
+            if response.status != 200:
                 raise await self._status_error(response)
-            content_type = response.headers.get("content-type", "")
+            content_type = response.header(b"content-type") or ""
             if content_type.startswith("application/json"):
                 # A non-streamed answer (asked for, or an upstream that ignores stream=true).
                 for chunk in _completion_to_chunks(await self._read_json(response)):
@@ -93,7 +97,7 @@ class OpenAICompatProvider:
         finally:
             await response.aclose()
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[Chunk]:
+    async def _events(self, response: RawResponse) -> AsyncIterator[Chunk]:
         unfinished: set[int] = set()
         finished = False
         async for event in _sse_events(response):
@@ -142,7 +146,7 @@ class OpenAICompatProvider:
             system_fingerprint=data.get("system_fingerprint"),
         )
 
-    async def _read_json(self, response: httpx.Response) -> dict[str, Any]:
+    async def _read_json(self, response: RawResponse) -> dict[str, Any]:
         try:
             raw = await _read_limited(response, limit=None)
         except httpx.TimeoutException:
@@ -163,13 +167,13 @@ class OpenAICompatProvider:
             )
         return data
 
-    async def _status_error(self, response: httpx.Response) -> UpstreamStatusError:
-        status = response.status_code
+    async def _status_error(self, response: RawResponse) -> UpstreamStatusError:
+        status = response.status
         try:
             raw = await _read_limited(response)
         except httpx.HTTPError:
             raw = b""
-        retry_after = _retry_after(response.headers.get("retry-after"))
+        retry_after = _retry_after(response.header(b"retry-after"))
         if status in (400, 404, 409, 413, 422):
             detail = _upstream_message(raw)
             message = f"the upstream rejected the request (HTTP {status})"
@@ -192,10 +196,10 @@ class OpenAICompatProvider:
         return _TOKENISH.sub("[redacted]", text)[:500]
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
 
-async def _sse_events(response: httpx.Response) -> AsyncIterator[bytes]:
+async def _sse_events(response: RawResponse) -> AsyncIterator[bytes]:
     """The data of each SSE event of ``response``, with transport failures mapped."""
     decoder = SSEDecoder()
     try:
@@ -213,7 +217,7 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[bytes]:
         yield event
 
 
-async def _read_limited(response: httpx.Response, *, limit: int | None = _MAX_ERROR_BODY) -> bytes:
+async def _read_limited(response: RawResponse, *, limit: int | None = _MAX_ERROR_BODY) -> bytes:
     parts: list[bytes] = []
     size = 0
     async for part in response.aiter_raw():
@@ -237,6 +241,16 @@ def _upstream_message(raw: bytes) -> str:
     if isinstance(error, str):
         return error
     return ""
+
+
+def _header_value(value: str) -> bytes:
+    """A configured value fit for a header line, or a ValueError naming the problem."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("API_KEY must not contain line breaks")
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("API_KEY must be Latin-1 text") from None
 
 
 def _retry_after(value: str | None) -> float | None:
