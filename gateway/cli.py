@@ -17,6 +17,7 @@ from gateway.settings import ConfigError, Settings, load_settings
 
 logger = logging.getLogger("gateway")
 ENV_FILE_VAR = "LLM_GATEWAY_ENV_FILE"
+LOG_LEVEL_VAR = "LLM_GATEWAY_LOG_LEVEL"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,8 +35,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+
+
 def app_from_env() -> object:
-    """The API app of one worker process, from the env file named by the parent process."""
+    """The API app of one worker process, from the env file named by the parent process.
+
+    Workers are spawned, not forked: each sets up its own logging.
+    """
+    _configure_logging(os.environ.get(LOG_LEVEL_VAR, "info"))
     return create_app(load_settings(os.environ.get(ENV_FILE_VAR)))
 
 
@@ -47,10 +60,7 @@ def _local_url(host: str, port: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    _configure_logging(args.log_level)
     try:
         settings: Settings = load_settings(args.env_file)
         if args.workers < 1:
@@ -82,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers > 1:
         if args.env_file:
             os.environ[ENV_FILE_VAR] = os.path.abspath(args.env_file)
+        os.environ[LOG_LEVEL_VAR] = args.log_level
         config = make_config(
             "gateway.cli:app_from_env",
             host=host,

@@ -50,3 +50,26 @@ def test_env_file_and_flags(tmp_path: Path) -> None:
         assert [m.id for m in models] == ["slow/snail"]
         assert "GATEWAY_API_KEYS is not set" not in server.output()
         assert "cli-key" not in server.output()
+
+
+def test_workers_serve_the_api_and_log_access(tmp_path: Path) -> None:
+    port = free_port()
+    with spawn(
+        [GATEWAY, "--workers", "2", "--port", str(port)],
+        env={},
+        ready_url=f"http://127.0.0.1:{port}/health",
+        cwd=tmp_path,
+        timeout=40,
+    ) as server:
+        client = sdk(server.base_url)
+        for _ in range(4):
+            reply = client.chat.completions.create(
+                model="echo/echo", messages=[{"role": "user", "content": "many workers"}]
+            )
+            assert reply.choices[0].message.content == "many workers"
+        server.terminate(signal.SIGTERM)
+        server.wait(20)
+        output = server.output()
+    assert "--workers > 1 serves the API only" in output
+    assert output.count('"POST /v1/chat/completions" 200') == 4
+    assert "Traceback" not in output
