@@ -21,6 +21,7 @@ import orjson
 
 from providers.base import ChatRequest, Chunk, ProviderConfig
 from providers.errors import (
+    ProviderError,
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -149,13 +150,8 @@ class OpenAICompatProvider:
     async def _read_json(self, response: RawResponse) -> dict[str, Any]:
         try:
             raw = await _read_limited(response, limit=None)
-        except httpx.TimeoutException:
-            raise UpstreamTimeout("reading the upstream's answer timed out", phase="idle") from None
         except httpx.HTTPError as exc:
-            raise UpstreamProtocolError(
-                f"the upstream connection broke mid-answer ({exc.__class__.__name__})",
-                code="upstream_truncated",
-            ) from None
+            raise _mid_response_error(exc) from None
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -199,6 +195,16 @@ class OpenAICompatProvider:
         await self._transport.aclose()
 
 
+def _mid_response_error(exc: httpx.HTTPError) -> ProviderError:
+    """A transport failure after the upstream's response head arrived."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout("reading from the upstream timed out", phase="idle")
+    return UpstreamProtocolError(
+        f"the upstream connection broke mid-response ({exc.__class__.__name__})",
+        code="upstream_truncated",
+    )
+
+
 async def _sse_events(response: RawResponse) -> AsyncIterator[bytes]:
     """The data of each SSE event of ``response``, with transport failures mapped."""
     decoder = SSEDecoder()
@@ -206,13 +212,8 @@ async def _sse_events(response: RawResponse) -> AsyncIterator[bytes]:
         async for data in response.aiter_raw():
             for event in decoder.feed(data):
                 yield event
-    except httpx.TimeoutException:
-        raise UpstreamTimeout("the upstream stream timed out", phase="idle") from None
     except httpx.HTTPError as exc:
-        raise UpstreamProtocolError(
-            f"the upstream connection broke mid-stream ({exc.__class__.__name__})",
-            code="upstream_truncated",
-        ) from None
+        raise _mid_response_error(exc) from None
     for event in decoder.flush():
         yield event
 
