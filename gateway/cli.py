@@ -40,7 +40,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    for noisy in ("httpx", "httpx2"):  # one line per call (httpx2: the openai SDK the UI uses)
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def app_from_env() -> object:
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             port=port,
             drain_timeout=settings.drain_timeout,
             header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
             workers=args.workers,
             factory=True,
         )
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         port=port,
         drain_timeout=settings.drain_timeout,
         header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises SIGTERM/SIGINT once it has shut down; after a completed drain that is a

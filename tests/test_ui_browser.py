@@ -1,7 +1,8 @@
 """The chat UI in a real browser: Debian's chromium driven by the playwright package.
 
 One visit: a reply streams in (the README's screenshot, docs/ui-streaming.png, is taken then),
-then a second one is stopped mid-stream, which must reach the upstream within a second.
+a second one is stopped mid-stream and a third is cut short by closing the tab; both must reach
+the upstream within a second.
 """
 
 from __future__ import annotations
@@ -95,9 +96,18 @@ def test_reply_streams_in_and_stop_ends_it_upstream(
         expect(page.locator(STOP)).to_be_hidden()
         assert "s29" not in page.locator(BOT).nth(2).inner_text()
 
-    [request] = [r for r in upstream.requests if r.model == "slow:200"]
-    # The browser sends history as lists of text blocks; the gateway got plain strings.
-    assert request.body["messages"][:2] == [
-        {"role": "user", "content": first},
-        {"role": "assistant", "content": first},
-    ]
+        [request] = [r for r in upstream.requests if r.model == "slow:200"]
+        # The browser sends history as lists of text blocks; the gateway got plain strings.
+        assert request.body["messages"][:2] == [
+            {"role": "user", "content": first},
+            {"role": "assistant", "content": first},
+        ]
+
+        upstream.reset()
+        send(page, words(30, tag="t"))
+        expect(page.locator(BOT).nth(4)).to_contain_text("t2")
+        closed_at = time.monotonic()
+        page.close()
+        seen_at = upstream.wait_for_disconnect(timeout=5)
+        assert seen_at is not None, "closing the tab did not reach the upstream"
+        assert seen_at - closed_at < 1.0
