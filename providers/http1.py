@@ -129,27 +129,25 @@ class _Connection(asyncio.Protocol):
         await self._head
         return self.parser.get_status_code(), self._headers
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def read(self) -> bytes:
+        """The next piece of the response body; ``b""`` once it is complete."""
         chunks = self._chunks
-        loop = asyncio.get_running_loop()
-        while True:
-            if chunks:
-                chunk = chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered < _HIGH_WATER // 2 and self.transport:
-                    self._paused = False
-                    self.transport.resume_reading()
-                yield chunk
-            elif self._complete:
-                return
-            elif self._error is not None:
+        while not chunks:
+            if self._complete:
+                return b""
+            if self._error is not None:
                 raise self._error
-            else:
-                self._waiter = loop.create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered < _HIGH_WATER // 2 and self.transport:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunk
 
     def reusable(self) -> bool:
         return self._complete and self._keep_alive and not self.closed
@@ -182,8 +180,14 @@ class RawResponse:
                 return value.decode("latin-1")
         return None
 
-    def aiter_raw(self) -> AsyncIterator[bytes]:
-        return self._connection.body()
+    async def read(self) -> bytes:
+        """The next piece of the body as it arrives; ``b""`` once it is complete."""
+        return await self._connection.read()
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        read = self._connection.read
+        while chunk := await read():
+            yield chunk
 
     async def aclose(self) -> None:
         if not self._released:

@@ -93,30 +93,34 @@ class OpenAICompatProvider:
                 for chunk in _completion_to_chunks(await self._read_json(response)):
                     yield chunk
                 return
-            async for chunk in self._events(response):
-                yield chunk
+            # Read, decode and check in one loop: this runs once per streamed chunk.
+            decoder = SSEDecoder()
+            unfinished: set[int] = set()
+            finished = False
+            while True:
+                try:
+                    data = await response.read()
+                except httpx.HTTPError as exc:
+                    raise _mid_response_error(exc) from None
+                for event in decoder.feed(data) if data else decoder.flush():
+                    if event == b"[DONE]":
+                        return
+                    chunk = self._parse(event)
+                    for choice in chunk.choices:
+                        if choice.get("finish_reason"):
+                            unfinished.discard(choice.get("index", 0))
+                            finished = True
+                        else:
+                            unfinished.add(choice.get("index", 0))
+                    yield chunk
+                if not data:
+                    break
+            if not finished or unfinished:
+                raise UpstreamProtocolError(
+                    "the upstream closed the stream before it finished", code="upstream_truncated"
+                )
         finally:
             await response.aclose()
-
-    async def _events(self, response: RawResponse) -> AsyncIterator[Chunk]:
-        unfinished: set[int] = set()
-        finished = False
-        async for event in _sse_events(response):
-            if event == b"[DONE]":
-                return
-            chunk = self._parse(event)
-            for choice in chunk.choices:
-                index = choice.get("index", 0)
-                if choice.get("finish_reason"):
-                    unfinished.discard(index)
-                    finished = True
-                else:
-                    unfinished.add(index)
-            yield chunk
-        if not finished or unfinished:
-            raise UpstreamProtocolError(
-                "the upstream closed the stream before it finished", code="upstream_truncated"
-            )
 
     def _parse(self, event: bytes) -> Chunk:
         try:
@@ -203,19 +207,6 @@ def _mid_response_error(exc: httpx.HTTPError) -> ProviderError:
         f"the upstream connection broke mid-response ({exc.__class__.__name__})",
         code="upstream_truncated",
     )
-
-
-async def _sse_events(response: RawResponse) -> AsyncIterator[bytes]:
-    """The data of each SSE event of ``response``, with transport failures mapped."""
-    decoder = SSEDecoder()
-    try:
-        async for data in response.aiter_raw():
-            for event in decoder.feed(data):
-                yield event
-    except httpx.HTTPError as exc:
-        raise _mid_response_error(exc) from None
-    for event in decoder.flush():
-        yield event
 
 
 async def _read_limited(response: RawResponse, *, limit: int | None = _MAX_ERROR_BODY) -> bytes:
