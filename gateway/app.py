@@ -188,7 +188,13 @@ def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> Fa
         return _error_response(APIError("internal error in the gateway", code="internal_error"))
 
     keys = [k.get_secret_value().encode() for k in settings.api_keys or ()]
-    layers: list[tuple[Any, dict[str, Any]]] = []
+    layers: list[tuple[Any, dict[str, Any]]] = [
+        (
+            AuthMiddleware,
+            {"keys": keys, "open_paths": ("/health", "/"), "open_prefixes": open_prefixes},
+        )
+    ]
+    # CORS outside auth: a browser's preflight carries no key, and a 401 must be readable.
     if settings.cors_origins:
         layers.append(
             (
@@ -201,12 +207,6 @@ def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> Fa
                 },
             )
         )
-    layers.append(
-        (
-            AuthMiddleware,
-            {"keys": keys, "open_paths": ("/health", "/"), "open_prefixes": open_prefixes},
-        )
-    )
     if settings.access_log:
         layers.append((AccessLogMiddleware, {}))
     hot: ASGIApp = chat

@@ -32,8 +32,11 @@ class AuthMiddleware:
     ) -> None:
         self.app = app
         self.keys = tuple(keys)
-        self.open_paths = frozenset(open_paths)
-        self.open_prefixes = tuple(open_prefixes)
+        # A prefix opens itself and what is under it, on a segment boundary: "/ui" opens "/ui"
+        # and "/ui/x", never "/uix".
+        prefixes = [p.rstrip("/") for p in open_prefixes]
+        self.open_paths = frozenset([*open_paths, *prefixes])
+        self.open_prefixes = tuple(p + "/" for p in prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -1,4 +1,4 @@
-"""uvicorn, tuned for a gateway: a deadline for request headers, graceful drain on SIGTERM."""
+"""uvicorn, tuned for a gateway: deadlines for request headers and bodies, graceful drain."""
 
 from __future__ import annotations
 
@@ -12,19 +12,27 @@ from gateway.errors import InvalidRequest
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
-    """Closes a connection whose request headers do not arrive within ``header_timeout``.
+    """Deadlines and a size limit on what a client sends before the gateway can answer it.
 
-    uvicorn has no such deadline: a client trickling header bytes would hold a connection
-    (and a file descriptor) forever. The clock starts when the connection opens and again when
-    each new request begins, and stops when the headers are complete.
+    uvicorn has none: a client trickling its headers or its body would hold a connection (and a
+    file descriptor) forever, and one sending endless header bytes would grow the server's
+    memory. Here a request's headers must arrive within ``header_timeout`` (the clock starts
+    when the connection opens and again when each new request begins) and within
+    ``max_header_bytes``; its body must then arrive within ``body_timeout``.
     """
 
     header_timeout = 10.0  # seconds; the gateway's config sets GATEWAY_HEADER_TIMEOUT instead
+    body_timeout = 60.0  # seconds; GATEWAY_BODY_TIMEOUT
+    max_header_bytes = 64 * 1024
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self._header_timeout: float = getattr(config, "header_timeout", self.header_timeout)
+        self._body_timeout: float = getattr(config, "body_timeout", self.body_timeout)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        # Bytes received while a request head is awaited; None while a body is being read.
+        self._head_bytes: int | None = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -32,7 +40,29 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
+        self._stop_body_timer()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        counting = self._head_bytes is not None
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # Over the limit only if the head is still unfinished after this read (a read may hold
+        # a small head and the start of a large body).
+        if (
+            counting
+            and self._head_bytes is not None
+            and self._head_bytes > self.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._head_bytes = None
+            self._reply_and_close(
+                431,
+                b"Request Header Fields Too Large",
+                f"request headers larger than {self.max_header_bytes} bytes",
+                "headers_too_large",
+            )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -40,15 +70,33 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._stop_header_timer()
+        self._head_bytes = None
         super().on_headers_complete()
+        self._stop_body_timer()
+        if not self.pipeline:  # a pipelined request's body is not read until its turn
+            self._body_timer = self.loop.call_later(self._body_timeout, self._body_late)
+
+    def on_message_complete(self) -> None:
+        self._stop_body_timer()
+        self._head_bytes = 0
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         """A request the HTTP parser refuses gets OpenAI's error shape too, not plain text."""
-        body = InvalidRequest(f"malformed HTTP request ({msg.rstrip('.')})", code="bad_http").body()
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        self._reply_and_close(
+            400, b"Bad Request", f"malformed HTTP request ({msg.rstrip('.')})", "bad_http"
         )
+
+    def _reply_and_close(self, status: int, reason: bytes, message: str, code: str) -> None:
+        """Answer in OpenAI's error shape, unless a response has begun; then close."""
+        if self.cycle is None or not self.cycle.response_started:
+            body = InvalidRequest(message, code=code).body()
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                b"cache-control: no-store\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+                % (status, reason, len(body))
+                + body
+            )
         self.transport.close()
 
     def _start_header_timer(self) -> None:
@@ -60,11 +108,25 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self._header_timer.cancel()
             self._header_timer = None
 
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
     def _headers_late(self) -> None:
         self._header_timer = None
         if self.cycle is None or self.cycle.response_complete:
             # Not inside a request whose headers arrived: nothing is owed to this client.
             self.transport.close()
+        else:
+            # The next request trickles in while this one is answered: close once it is done.
+            self.cycle.keep_alive = False
+
+    def _body_late(self) -> None:
+        self._body_timer = None
+        self._reply_and_close(
+            408, b"Request Timeout", "the request body did not arrive in time", "body_timeout"
+        )
 
 
 def make_config(
@@ -74,6 +136,7 @@ def make_config(
     port: int,
     drain_timeout: float,
     header_timeout: float,
+    body_timeout: float = HeaderDeadlineProtocol.body_timeout,
     workers: int = 1,
     factory: bool = False,
 ) -> uvicorn.Config:
@@ -96,4 +159,5 @@ def make_config(
         timeout_graceful_shutdown=drain_timeout,  # type: ignore[arg-type]
     )
     config.header_timeout = header_timeout  # type: ignore[attr-defined]
+    config.body_timeout = body_timeout  # type: ignore[attr-defined]
     return config

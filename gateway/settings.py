@@ -84,6 +84,7 @@ class Settings(BaseSettings):
 
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     header_timeout: PositiveSeconds = 10.0
+    body_timeout: PositiveSeconds = 60.0
     access_log: bool = True
     cors_origins: list[str] = Field(default_factory=list)
 

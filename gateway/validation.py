@@ -7,6 +7,8 @@ credentials a request goes (``api_base``, ``api_key``, ...) are refused anywhere
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,15 +23,18 @@ FORBIDDEN_KEYS = frozenset(
     {
         "api_base",
         "api_url",
+        "api_host",
         "base_url",
-        "baseurl",
         "api_key",
-        "apikey",
         "api_version",
         "endpoint",
+        "azure_endpoint",
+        "azure_ad_token",
         "extra_headers",
         "extra_query",
         "extra_body",
+        "default_headers",
+        "default_query",
         "headers",
         "custom_llm_provider",
         "proxy",
@@ -37,9 +42,32 @@ FORBIDDEN_KEYS = frozenset(
         "organization",
         "aws_access_key_id",
         "aws_secret_access_key",
+        "aws_session_token",
         "vertex_credentials",
     }
 )
+
+
+def _spellings(name: str) -> set[str]:
+    """``api_base`` -> api_base, api-base, apibase (``apiBase``, ``API_BASE`` once lowered)."""
+    words = name.split("_")
+    return {
+        words[0] + "".join(sep + word for sep, word in zip(seps, words[1:], strict=True))
+        for seps in itertools.product(("_", "-", ""), repeat=len(words) - 1)
+    }
+
+
+# Every spelling of the forbidden keys, compared against a key lowered: one set lookup per key.
+_FORBIDDEN_SPELLINGS = frozenset(s for name in FORBIDDEN_KEYS for s in _spellings(name))
+# JSON schemas, whose property names are the client's own ("headers", "base_url", ...).
+_SCHEMA_PATH = re.compile(
+    r"tools\[\d+\]\.function\.parameters|functions\[\d+\]\.parameters|"
+    r"response_format\.json_schema"
+)
+_SCHEMA_KEYS = frozenset({"parameters", "json_schema"})
+# Deeper bodies are refused: no legitimate request nests this far, and upstream serializers
+# (orjson stops at 255 levels) would fail on them with a 500.
+MAX_DEPTH = 128
 NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 2.0),
     "top_p": (0.0, 1.0),
@@ -96,26 +124,43 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _scan_forbidden(value: Any, path: str) -> None:
-    """Refuse forbidden keys at any depth, outside JSON-schema subtrees (tool parameters)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key.lower() in FORBIDDEN_KEYS:
-                where = f"{path}.{key}" if path else key
-                raise InvalidRequest(
-                    f"'{where}' is not allowed: upstreams and their credentials are chosen by "
-                    "the gateway's configuration",
-                    param=where,
-                    code="forbidden_parameter",
-                )
-            if key in ("parameters", "schema", "json_schema") and path:
-                continue
-            if isinstance(item, dict | list):
-                _scan_forbidden(item, f"{path}.{key}" if path else key)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, dict | list):
-                _scan_forbidden(item, f"{path}[{index}]")
+def _scan(body: dict[str, Any]) -> None:
+    """Refuse forbidden keys at any depth (outside JSON schemas) and nesting past MAX_DEPTH.
+
+    Iterative, so no body can exhaust the interpreter's stack.
+    """
+    stack: list[tuple[Any, str, int, bool]] = [(body, "", 1, False)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value, path, depth, in_schema = pop()
+        if depth > MAX_DEPTH:
+            field = re.split(r"[.\[]", path, maxsplit=1)[0]
+            raise InvalidRequest(
+                f"'{field}' is nested too deeply (the limit is {MAX_DEPTH} levels)",
+                param=field,
+                code="too_deep",
+            )
+        depth += 1
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not in_schema and key.lower() in _FORBIDDEN_SPELLINGS:
+                    where = f"{path}.{key}" if path else key
+                    raise InvalidRequest(
+                        f"'{where}' is not allowed: upstreams and their credentials are chosen "
+                        "by the gateway's configuration",
+                        param=where,
+                        code="forbidden_parameter",
+                    )
+                if isinstance(item, dict | list):
+                    where = f"{path}.{key}" if path else key
+                    schema = in_schema or (
+                        key in _SCHEMA_KEYS and _SCHEMA_PATH.fullmatch(where) is not None
+                    )
+                    push((item, where, depth, schema))
+        else:
+            for index, item in enumerate(value):
+                if isinstance(item, dict | list):
+                    push((item, f"{path}[{index}]", depth, in_schema))
 
 
 def _check_content(content: Any, role: str, where: str) -> None:
@@ -202,7 +247,7 @@ def _check_scalars(body: dict[str, Any], limits: Limits) -> None:
 def validate_chat_request(raw: bytes, limits: Limits) -> ParsedRequest:
     """Parse and check a ``POST /v1/chat/completions`` body."""
     body = parse_json(raw)
-    _scan_forbidden(body, "")
+    _scan(body)
     model = body.pop("model", None)
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model must be a non-empty string", param="model")
