@@ -42,6 +42,7 @@ class OpenAICompatProvider:
         url = httpx.URL(str(config.options["base_url"]).rstrip("/") + "/chat/completions")
         api_key = config.options.get("api_key")
         self._secret = str(api_key) if api_key else None
+        self._secret_pieces = _pieces_pattern(self._secret) if self._secret else None
         headers = [
             (b"host", url.netloc),
             (b"content-type", b"application/json"),
@@ -191,8 +192,9 @@ class OpenAICompatProvider:
         return UpstreamStatusError(message, status=status, retry_after=retry_after)
 
     def _redact(self, text: str) -> str:
-        if self._secret:
-            text = text.replace(self._secret, "[redacted]")
+        """Upstream text without our key: whole, in part (8+ characters), in any case."""
+        if self._secret_pieces is not None:
+            text = self._secret_pieces.sub("[redacted]", text)
         return _TOKENISH.sub("[redacted]", text)[:500]
 
     async def aclose(self) -> None:
@@ -233,6 +235,17 @@ def _upstream_message(raw: bytes) -> str:
     if isinstance(error, str):
         return error
     return ""
+
+
+def _pieces_pattern(secret: str, size: int = 8) -> re.Pattern[str]:
+    """Matches any run of ``size``+ characters of ``secret`` (ignoring case), and what follows.
+
+    An upstream may echo a key upper-cased, masked or cut (``Incorrect API key: abcd1234...``):
+    every window of the key is an alternative, and the token characters after a window go too.
+    """
+    windows = {secret[i : i + size] for i in range(max(1, len(secret) - size + 1))}
+    alternatives = "|".join(re.escape(w) for w in sorted(windows, key=len, reverse=True))
+    return re.compile(f"(?:{alternatives})[\\w.\\-]*", re.IGNORECASE)
 
 
 def _header_value(value: str) -> bytes:
