@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
     )
+    # What start-up built lives as long as the process: the collector need not scan it again.
+    gc.freeze()
     server = uvicorn.Server(config)
     # uvicorn re-raises SIGTERM/SIGINT once it has shut down; after a completed drain that is a
     # clean exit, so the re-raised signal is ignored and the process exits 0.
