@@ -33,6 +33,7 @@ from gateway.errors import (
 )
 from gateway.resilience import (
     CircuitBreaker,
+    CoolingDown,
     RetryPolicy,
     counts_against_provider,
     may_fall_back,
@@ -44,7 +45,6 @@ from gateway.watchdog import Watchdog
 from providers.base import ChatRequest, Chunk, Timeouts
 from providers.errors import (
     ProviderError,
-    UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
@@ -192,7 +192,10 @@ class ChatCompletions:
                     raise _stop_error(reason, route) from None
             else:
                 if error is None:
-                    error = _cooling_down(route)
+                    error = CoolingDown(
+                        f"provider '{route.provider.name}' is cooling down after repeated failures",
+                        retry_after=policy.breaker.retry_after,
+                    )
             if not may_fall_back(error):
                 break
         assert error is not None
@@ -277,12 +280,6 @@ def _stop_error(reason: str, route: Route) -> APIError:
         f"the upstream for {route.model_id} {what.get(reason, 'timed out')} "
         f"({reason.replace('_', ' ')} timeout)",
         code=f"{reason}_timeout",
-    )
-
-
-def _cooling_down(route: Route) -> ProviderError:
-    return UpstreamConnectError(
-        f"provider '{route.provider.name}' is cooling down after repeated failures"
     )
 
 

@@ -10,7 +10,7 @@ Each class carries its HTTP status and OpenAI ``type``, so rendering needs no if
     ├── PayloadTooLarge       413
     ├── UnsupportedMediaType  415
     ├── RateLimited           429 (with Retry-After)
-    ├── ServiceUnavailable    503 (draining, every provider cooling down)
+    ├── ServiceUnavailable    503 (shutting down; a provider cooling down, with Retry-After)
     ├── BadGateway            502 upstream failure
     └── GatewayTimeout        504 upstream too slow
 
@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from gateway.resilience import CoolingDown
 from providers.errors import (
     ProviderError,
     UpstreamConnectError,
@@ -123,6 +124,12 @@ class GatewayTimeout(APIError):
 
 def from_provider_error(exc: ProviderError, *, model: str) -> APIError:
     """Map a provider's failure to what the client sees; upstream bodies are never echoed."""
+    if isinstance(exc, CoolingDown):
+        return ServiceUnavailable(
+            exc.message,
+            code="provider_cooling_down",
+            headers={"retry-after": str(max(1, math.ceil(exc.retry_after)))},
+        )
     if isinstance(exc, UpstreamStatusError):
         status = exc.status
         if status == 429:

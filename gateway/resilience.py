@@ -11,6 +11,15 @@ from dataclasses import dataclass
 
 from providers.errors import ProviderError, UpstreamStatusError
 
+
+class CoolingDown(ProviderError):
+    """The provider's breaker is open: it was not tried. ``retry_after``: seconds left."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 # Client errors: another attempt, or another model, would get the same answer.
 CLIENT_ERROR_STATUSES = frozenset({400, 404, 409, 413, 422})
 
@@ -69,6 +78,13 @@ class CircuitBreaker:
         if time.monotonic() - self._opened_at >= self.cooldown:
             return "half-open"
         return "open"
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the breaker lets a probe through (0 when it would now)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self.cooldown - (time.monotonic() - self._opened_at))
 
     def allow(self) -> bool:
         """Whether a request may go to the provider now."""

@@ -326,13 +326,19 @@ def test_a_503_storm_costs_at_most_1_2_upstream_attempts_per_request(
     fault_upstream[1].reset()
     requests = 60
     with httpx.Client(timeout=10) as client:
-        statuses = [
-            client.post(url + "/v1/chat/completions", json=body("status:503")).status_code
+        responses = [
+            client.post(url + "/v1/chat/completions", json=body("status:503"))
             for _ in range(requests)
         ]
-    assert set(statuses) == {502}
     attempts = fault_upstream[1].attempts("status:503")
     assert attempts / requests <= 1.2, f"{attempts} upstream attempts for {requests} requests"
+    # Requests that reached the upstream say it failed (502); the rest say the provider is
+    # cooling down, and for how long (503 + Retry-After), so clients can tell the two apart.
+    assert {r.status_code for r in responses} == {502, 503}
+    for response in responses:
+        if response.status_code == 503:
+            assert response.json()["error"]["code"] == "provider_cooling_down"
+            assert 1 <= int(response.headers["retry-after"]) <= 30
 
 
 # --- 7. Graceful drain ---------------------------------------------------------------------------
