@@ -192,7 +192,7 @@ class OpenAICompatProvider:
         return UpstreamStatusError(message, status=status, retry_after=retry_after)
 
     def _redact(self, text: str) -> str:
-        """Upstream text without our key: whole, in part (8+ characters), in any case."""
+        """Upstream text without our key: whole, in part (12+ characters), in any case."""
         if self._secret_pieces is not None:
             text = self._secret_pieces.sub("[redacted]", text)
         return _TOKENISH.sub("[redacted]", text)[:500]
@@ -237,11 +237,13 @@ def _upstream_message(raw: bytes) -> str:
     return ""
 
 
-def _pieces_pattern(secret: str, size: int = 8) -> re.Pattern[str]:
+def _pieces_pattern(secret: str, size: int = 12) -> re.Pattern[str]:
     """Matches any run of ``size``+ characters of ``secret`` (ignoring case), and what follows.
 
     An upstream may echo a key upper-cased, masked or cut (``Incorrect API key: abcd1234...``):
     every window of the key is an alternative, and the token characters after a window go too.
+    Shorter windows would also hit plain words inside a key ("upstream" in "sk-upstream-..."),
+    and the 3-4 character ends that upstreams show of a masked key identify nothing.
     """
     windows = {secret[i : i + size] for i in range(max(1, len(secret) - size + 1))}
     alternatives = "|".join(re.escape(w) for w in sorted(windows, key=len, reverse=True))
