@@ -230,7 +230,7 @@ def main() -> None:
     names = [t.strip() for t in a.targets.split(",") if t.strip()]
     if a.gateway_workers > 1 and "gateway" in names:
         names.append(f"gateway-w{a.gateway_workers}")
-    out = Path(a.out)
+    out = Path(a.out).resolve()  # targets run elsewhere: a relative path would not reach them
     tmp = out / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
