@@ -142,32 +142,9 @@ class FaultUpstream(Recorder):
 
     # -- ASGI ------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        req = await self.accept(scope, receive, send)
+        if req is None:
             return
-        if scope["type"] != "http":
-            return
-        raw = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            raw += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        req = RecordedRequest(scope["method"], scope["path"], headers, body, raw, time.monotonic())
-        self._record(req)
         call = _Call(self, send, req)
         watcher = asyncio.create_task(call.watch(receive))
         try:

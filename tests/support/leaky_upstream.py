@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from tests.support.records import RecordedRequest, Recorder
+from tests.support.records import Recorder
 from tests.support.servers import Receive, Scope, Send, serve_in_thread
 
 __all__ = ["LeakyUpstream", "leaky_texts", "serve_leaky_upstream"]
@@ -40,28 +39,10 @@ class LeakyUpstream(Recorder):
         self.redirect_to = redirect_to
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        req = await self.accept(scope, receive, send)
+        if req is None:
             return
-        if scope["type"] != "http":
-            return
-        raw = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            raw += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        req = RecordedRequest(scope["method"], scope["path"], headers, body, raw, time.monotonic())
-        self._record(req)
+        headers = req.headers
         auth = headers.get("authorization", "(none)")
         texts = leaky_texts(auth)
         said = "; ".join(texts)

@@ -5,9 +5,13 @@ Written from the server's event-loop thread, read from the test thread.
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
+
+from tests.support.servers import Receive, Scope, Send
 
 __all__ = ["Disconnect", "RecordedRequest", "Recorder"]
 
@@ -75,6 +79,36 @@ class Recorder:
         with self._cond:
             self._requests.clear()
             self._disconnects.clear()
+
+    async def accept(self, scope: Scope, receive: Receive, send: Send) -> RecordedRequest | None:
+        """Serve lifespan; read and record an HTTP request. None: nothing to answer."""
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return None
+        if scope["type"] != "http":
+            return None
+        raw = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            raw += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        req = RecordedRequest(scope["method"], scope["path"], headers, body, raw, time.monotonic())
+        self._record(req)
+        return req
 
     def _record(self, item: RecordedRequest | Disconnect) -> None:
         with self._cond:
