@@ -59,6 +59,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             "base_url": p.base_url,
             "chunk_delay_ms": p.chunk_delay_ms,
             "max_connections": p.max_connections,
+            "ca_bundle": p.ca_bundle,
         }
         if p.api_key is not None:
             options["api_key"] = p.api_key.get_secret_value()

@@ -37,6 +37,7 @@ class ProviderSettings(BaseModel):
     total_timeout: PositiveSeconds | None = None
     max_retries: Annotated[int, Field(ge=0, le=10)] | None = None
     max_connections: Annotated[int, Field(ge=1)] = 1024
+    ca_bundle: str | None = None  # PEM file of the CAs to trust for an https BASE_URL
 
     @model_validator(mode="after")
     def _check_type(self) -> ProviderSettings:
@@ -47,6 +48,8 @@ class ProviderSettings(BaseModel):
                 raise ValueError("__BASE_URL: must start with http:// or https://")
             if not self.models:
                 raise ValueError("__MODELS: required (a JSON list of the upstream's model names)")
+            if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
+                raise ValueError("__CA_BUNDLE: no such file")
         elif self.models is None:
             self.models = ["echo"]
         return self

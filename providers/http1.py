@@ -268,11 +268,16 @@ class _Pool:
 
 
 class PoolTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 only, no proxies; ``max_connections`` per origin."""
+    """HTTP/1.1 only, no proxies; ``max_connections`` per origin.
 
-    def __init__(self, *, max_connections: int = 1024) -> None:
+    TLS verifies certificates against certifi's bundle (as httpx does), or against
+    ``ca_bundle`` (a PEM file) for upstreams behind a private CA.
+    """
+
+    def __init__(self, *, max_connections: int = 1024, ca_bundle: str | None = None) -> None:
         self._limit = max_connections
         self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._ca_bundle = ca_bundle
         self._ssl_context: ssl.SSLContext | None = None
 
     def origin(self, url: httpx.URL | str) -> _Pool:
@@ -283,7 +288,12 @@ class PoolTransport(httpx.AsyncBaseTransport):
         pool = self._pools.get(key)
         if pool is None:
             if url.scheme == "https" and self._ssl_context is None:
-                self._ssl_context = httpx.create_ssl_context()
+                self._ssl_context = (
+                    ssl.create_default_context(cafile=self._ca_bundle)
+                    if self._ca_bundle
+                    else httpx.create_ssl_context()
+                )
+                self._ssl_context.set_alpn_protocols(["http/1.1"])
             pool = self._pools[key] = _Pool(
                 url.scheme, url.host, port, limit=self._limit, ssl_context=self._ssl_context
             )

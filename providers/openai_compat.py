@@ -61,7 +61,8 @@ class OpenAICompatProvider:
         )
         self._connect_timeout = config.timeouts.connect
         self._transport = PoolTransport(
-            max_connections=int(config.options.get("max_connections", 1024))
+            max_connections=int(config.options.get("max_connections", 1024)),
+            ca_bundle=config.options.get("ca_bundle"),
         )
         self._origin = self._transport.origin(url)
 

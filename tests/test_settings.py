@@ -75,6 +75,11 @@ def test_dot_env_in_the_working_directory_is_read(tmp_path: Path) -> None:
             "GATEWAY_PROVIDERS__X__TYPE=echo\nGATEWAY_PROVIDERS__X__CHUNK_DELAY_MS=slow\n",
             "GATEWAY_PROVIDERS__X__CHUNK_DELAY_MS",
         ),
+        (
+            "GATEWAY_PROVIDERS__X__TYPE=openai\nGATEWAY_PROVIDERS__X__BASE_URL=https://h/v1\n"
+            'GATEWAY_PROVIDERS__X__MODELS=["m"]\nGATEWAY_PROVIDERS__X__CA_BUNDLE=/no/such.pem\n',
+            "GATEWAY_PROVIDERS__X__CA_BUNDLE",
+        ),
         ("GATEWAY_PORT=eighty\n", "GATEWAY_PORT"),
         ("GATEWAY_API_KEYS=[nope\n", "GATEWAY_API_KEYS"),
         ("GATEWAY_ALIASES={\n", "GATEWAY_ALIASES"),
