@@ -101,7 +101,19 @@ def check_content_type(value: bytes | None) -> None:
         )
 
 
+# Parsing makes a Python object per JSON value: ~100 bytes per {} or [], so a body of nothing
+# but empty containers would cost ~25x its size in memory before any check could run. Large
+# bodies (images, long texts) carry few containers; bodies past this many are refused unparsed.
+MAX_CONTAINERS = 250_000
+_SCAN_FROM_BYTES = 1 << 20
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
+    if len(raw) > _SCAN_FROM_BYTES and raw.count(b"{") + raw.count(b"[") > MAX_CONTAINERS:
+        raise InvalidRequest(
+            f"the request body holds more than {MAX_CONTAINERS} JSON objects and arrays",
+            code="too_many_values",
+        )
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

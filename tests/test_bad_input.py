@@ -114,6 +114,17 @@ def test_too_many_messages_is_400(echo_gateway: str) -> None:
     assert error["code"] == "too_many_messages"
 
 
+def test_a_body_of_countless_tiny_objects_is_refused_before_parsing(echo_gateway: str) -> None:
+    # 6 MB of {} would be ~200 MB of Python objects: refused unparsed. A large body of text
+    # (few objects) is still accepted.
+    tiny = b'{"model": "echo/echo", "messages": [' + b"{}," * 2_000_000 + b"{}]}"
+    error = assert_error(post_chat(echo_gateway, tiny), 400)
+    assert error["code"] == "too_many_values"
+    text = "word, " * 400_000
+    body = {"model": "echo/echo", "messages": [{"role": "user", "content": text}]}
+    assert post_chat(echo_gateway, body).status_code == 200
+
+
 def test_unknown_model_is_404_model_not_found(echo_gateway: str) -> None:
     error = assert_error(
         post_chat(echo_gateway, {"model": "nope/x\r\nSet-Cookie: a=b", "messages": OK_MESSAGES}),
