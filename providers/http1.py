@@ -30,20 +30,28 @@ class _Connection(asyncio.Protocol):
         # Kept: asyncio.get_running_loop() checks the process id (a syscall) on every call.
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
         self.closed = False
-        self.used = False
-        self._error: Exception | None = None
-        self._head: asyncio.Future[None] | None = None
+        self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
-        self._headers: list[tuple[bytes, bytes]] = []
         self._chunks: deque[bytes] = deque()
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh state for the next exchange on this connection."""
+        self.parser = httptools.HttpResponseParser(self)
+        self._error: Exception | None = None
+        self._head: asyncio.Future[None] | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._chunks.clear()
         self._buffered = 0
-        self._paused = False
         self._complete = False
         self._keep_alive = False
         self.got_bytes = False
+        if self._paused and self.transport is not None:
+            # Released with unread body bytes after reading was paused: read again.
+            self._paused = False
+            self.transport.resume_reading()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -111,15 +119,7 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, head: bytes, body: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
         assert self.transport is not None
-        self.used = True
-        self._headers = []
-        self._chunks.clear()
-        self._buffered = 0
-        self._complete = False
-        self._keep_alive = False
-        self.got_bytes = False
-        self._error = None
-        self.parser = httptools.HttpResponseParser(self)
+        self._reset()
         self._head = self._loop.create_future()
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:

@@ -24,7 +24,7 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
-    body = scope["path"].encode()
+    body = b"x" * 300_000 if scope["path"] == "/big" else scope["path"].encode()
     headers = [(b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -72,6 +72,36 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_transparently() -
             return bodies
 
         assert asyncio.run(run()) == [b"/s0", b"/s1"]
+
+
+def test_a_connection_released_with_unread_paused_bytes_serves_the_next_request() -> None:
+    # A 300 KB answer passes the read buffer's high-water mark, so reading pauses; released
+    # after one read (as an error body read up to its limit is), the connection goes back to
+    # the pool and must read again for the next request.
+    with serve_in_thread(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+
+        async def run() -> tuple[list[bytes], int]:
+            transport = PoolTransport()
+            pool = transport.origin(url)
+            bodies = []
+            for _ in range(5):
+                big = await transport.exchange(pool, request_head("/big", port), b"{}")
+                await asyncio.sleep(0.05)  # the whole answer arrives
+                await big.read()
+                await big.aclose()
+                small = await asyncio.wait_for(
+                    transport.exchange(pool, request_head("/small", port), b"{}"), 5
+                )
+                bodies.append(b"".join([c async for c in small.aiter_raw()]))
+                await small.aclose()
+            count = len(pool.connections)
+            await transport.aclose()
+            return bodies, count
+
+        bodies, connections = asyncio.run(run())
+    assert bodies == [b"/small"] * 5
+    assert connections == 1
 
 
 def test_chunked_bodies_arrive_whole_through_httpx() -> None:
