@@ -8,38 +8,62 @@ would misread; the loaded copy is rewritten once, before any validation:
   ``$ref`` siblings (e.g. the chunk's ``usage``) would still reject ``null``.
   ``nullable: false`` is dropped.
 * boolean ``exclusiveMinimum``/``exclusiveMaximum`` (3.0) -> the 2020-12 numeric form.
+* ``$recursiveAnchor: true`` with ``$recursiveRef: "#"`` inside (2019-09; ``CompoundFilter``
+  nests itself so) -> a plain ``$ref`` to that component schema. 2020-12 does not know
+  ``$recursiveRef``: it would match anything, and a ``oneOf`` holding it never match.
 * ``discriminator`` is left alone: in OpenAPI it is only a hint for picking a ``oneOf``
   branch; the ``oneOf`` itself still must match exactly one branch, which is stricter.
   ``x-oai*``/``x-stainless-*``, ``example``, ``deprecated``: annotations, ignored.
 * ``format`` is not asserted (``unixtime`` is not a JSON Schema format anyway).
 
-The spec lives at ``<workspace>/shared/openai-openapi/openapi.yaml`` next to the repo;
-``OPENAI_OPENAPI_SPEC`` overrides the path.
+What is loaded: ``tests/support/openai_schemas.json``, the part of the spec the tests use
+(some root component schemas and everything they ``$ref``), vendored from the full spec by
+``tests/support/vendor_openapi.py``, so the tests need nothing outside the repository. A
+schema that is not vendored is an error that says how to add it. To validate against another
+(e.g. a newer) full spec instead, point ``OPENAI_OPENAPI_SPEC`` at its ``openapi.yaml``.
+:func:`spec_path` is where a full spec is looked for: that variable, else
+``<workspace>/shared/openai-openapi/openapi.yaml`` next to the repo (the script's default).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Any, cast
 
 import jsonschema
 import referencing
-import yaml
 from referencing.jsonschema import DRAFT202012
 
-__all__ = ["component_schema", "errors", "load_spec", "spec_path", "validate"]
+from tests.support import vendor_openapi
+from tests.support.vendor_openapi import spec_path
+
+__all__ = [
+    "SchemaNotFound",
+    "component_schema",
+    "errors",
+    "load_spec",
+    "source",
+    "spec_path",
+    "validate",
+]
 
 _BASE_URI = "urn:openai-openapi"
 
 
-def spec_path() -> Path:
+class SchemaNotFound(KeyError):
+    """A schema name that is not in the loaded (vendored or full) spec."""
+
+    def __str__(self) -> str:  # KeyError's would repr() the message
+        return str(self.args[0])
+
+
+def source() -> Path:
+    """The file :func:`load_spec` reads: ``$OPENAI_OPENAPI_SPEC`` if set, else the vendored JSON."""
     override = os.environ.get("OPENAI_OPENAPI_SPEC")
-    if override:
-        return Path(override)
-    # tests/support/openapi_spec.py -> parents[2] is the repo, parents[3] the workspace
-    return Path(__file__).resolve().parents[3] / "shared" / "openai-openapi" / "openapi.yaml"
+    return Path(override) if override else vendor_openapi.VENDORED
 
 
 def _fix(node: Any) -> Any:
@@ -60,18 +84,38 @@ def _fix(node: Any) -> Any:
     return out
 
 
+def _unrecurse(spec: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite 2019-09 recursive references as plain ``$ref`` (see the module docstring)."""
+
+    def replace(node: Any, ref: str) -> Any:
+        if isinstance(node, list):
+            return [replace(item, ref) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: replace(value, ref) for key, value in node.items()}
+        if out.get("$recursiveRef") == "#":
+            del out["$recursiveRef"]
+            out["$ref"] = ref
+        return out
+
+    schemas = spec["components"]["schemas"]
+    for name, schema in schemas.items():
+        if isinstance(schema, dict) and schema.get("$recursiveAnchor") is True:
+            schema = {key: value for key, value in schema.items() if key != "$recursiveAnchor"}
+            schemas[name] = replace(schema, f"#/components/schemas/{name}")
+    return spec
+
+
 @functools.cache
 def load_spec() -> dict[str, Any]:
-    """The whole spec, parsed (C loader when available: it is ~3 MB) and rewritten, cached."""
-    path = spec_path()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"OpenAI OpenAPI spec not found at {path}; set OPENAI_OPENAPI_SPEC to its path"
-        )
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with path.open("rb") as handle:
-        spec = yaml.load(handle, Loader=loader)
-    return cast("dict[str, Any]", _fix(spec))
+    """The spec (see :func:`source`), parsed and rewritten, cached: either the vendored
+    ``{"_vendored": <header>, "components": {"schemas": ...}}`` or a whole OpenAPI document."""
+    path = source()
+    if path == vendor_openapi.VENDORED:
+        spec = json.loads(path.read_bytes())
+    else:
+        spec = vendor_openapi.read_spec(path)
+    return cast("dict[str, Any]", _fix(_unrecurse(spec)))
 
 
 @functools.cache
@@ -82,8 +126,19 @@ def _registry() -> referencing.Registry[Any]:
 
 
 def component_schema(schema_name: str) -> dict[str, Any]:
-    """The (rewritten) ``#/components/schemas/<schema_name>``; KeyError if absent."""
-    return cast("dict[str, Any]", load_spec()["components"]["schemas"][schema_name])
+    """The (rewritten) ``#/components/schemas/<schema_name>``; :class:`SchemaNotFound`
+    (a ``KeyError``) if the loaded spec does not have it."""
+    spec = load_spec()
+    schemas = cast("dict[str, Any]", spec["components"]["schemas"])
+    if schema_name in schemas:
+        return cast("dict[str, Any]", schemas[schema_name])
+    if vendor_openapi.HEADER in spec:
+        raise SchemaNotFound(
+            f"schema {schema_name!r} is not vendored in {vendor_openapi.VENDORED.name}: if the "
+            "OpenAI spec has it, add it to ROOTS in tests/support/vendor_openapi.py and re-run "
+            "`.venv/bin/python tests/support/vendor_openapi.py`"
+        )
+    raise SchemaNotFound(f"schema {schema_name!r} is not in {source()}'s components/schemas")
 
 
 @functools.cache
