@@ -1,4 +1,9 @@
-"""``create_app(settings)``: the FastAPI application with every provider wired in."""
+"""``create_app(settings)``: providers, deployments, the dispatch loop, the API surfaces and the
+one middleware stack, wired together.
+
+Requests pass ``RequestContext -> CORS -> Auth -> HotPaths``; the hot paths (raw-ASGI API
+surfaces) are a table of path -> endpoint, and every other path goes on to FastAPI's router.
+"""
 
 from __future__ import annotations
 
@@ -14,20 +19,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.asgi import ASGIApp, Receive, Scope, Send
-from gateway.completions import ChatCompletions, ProviderPolicy
+from gateway.asgi import JSON_HEADERS
+from gateway.dispatch import Dispatcher
 from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound
-from gateway.middleware import AccessLogMiddleware, AuthMiddleware
+from gateway.middleware import AuthMiddleware, HotPaths, RequestContext, static_key_ids
+from gateway.observe import LogObserver, Observer, Observers
 from gateway.resilience import CircuitBreaker, RetryPolicy
-from gateway.routing import Router
+from gateway.routing import Deployment, Policy, Router
 from gateway.settings import ProviderSettings, Settings
+from gateway.surfaces.chat import ChatCompletions
 from gateway.validation import Limits
-from providers.base import Provider, ProviderConfig, Timeouts
-from providers.registry import create_provider
+from providers.base import Provider
+from providers.http1 import PoolTransport
+from providers.spec import ProviderContext
 
 logger = logging.getLogger("gateway")
-API_HEADERS = {"cache-control": "no-store"}
+API_HEADERS = {k.decode(): v.decode() for k, v in JSON_HEADERS if k != b"content-type"}
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -43,74 +52,102 @@ def _error_response(error: APIError) -> Response:
     return _json(error.payload(), error.status, error.headers)
 
 
-def _timeouts(settings: Settings, p: ProviderSettings) -> Timeouts:
-    return Timeouts(
-        connect=p.connect_timeout or settings.connect_timeout,
+def _policy(settings: Settings, p: ProviderSettings) -> Policy:
+    return Policy(
         first_token=p.first_token_timeout or settings.first_token_timeout,
         idle=p.idle_timeout or settings.idle_timeout,
         total=p.total_timeout or settings.total_timeout,
+        retry=RetryPolicy(
+            max_retries=p.max_retries if p.max_retries is not None else settings.max_retries
+        ),
     )
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    providers: dict[str, Provider] = {}
-    for name, p in settings.providers.items():
-        options: dict[str, Any] = {
-            "base_url": p.base_url,
-            "chunk_delay_ms": p.chunk_delay_ms,
-            "max_connections": p.max_connections,
-            "ca_bundle": p.ca_bundle,
-        }
-        if p.api_key is not None:
-            options["api_key"] = p.api_key.get_secret_value()
-        config = ProviderConfig(
-            name=name,
-            models=tuple(p.models or ()),
-            timeouts=_timeouts(settings, p),
-            options=options,
-        )
-        providers[name] = create_provider(p.type, config)
-    return providers
+class Upstreams:
+    """The providers built from settings, their transports and their deployments."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.providers: dict[str, Provider] = {}
+        self.transports: list[PoolTransport] = []
+        self.deployments: list[Deployment] = []
+        for name, p in settings.providers.items():
+            transport = PoolTransport(max_connections=p.max_connections, ca_bundle=p.ca_bundle)
+            self.transports.append(transport)
+            models = tuple(p.models or ())
+            context = ProviderContext(
+                name=name,
+                models=models,
+                transport=transport,
+                connect_timeout=p.connect_timeout or settings.connect_timeout,
+                pool_timeout=p.pool_timeout or settings.pool_timeout,
+                logger=logging.getLogger(f"gateway.provider.{name}"),
+            )
+            provider = p.spec.create(context, p.options)
+            self.providers[name] = provider
+            policy = _policy(settings, p)
+            threshold = (
+                p.breaker_threshold
+                if p.breaker_threshold is not None
+                else settings.breaker_threshold
+            )
+            cooldown = p.breaker_cooldown or settings.breaker_cooldown
+            for model in models:
+                model_id = f"{name}/{model}"
+                self.deployments.append(
+                    Deployment(
+                        model_id=model_id,
+                        provider=provider,
+                        upstream_model=model,
+                        policy=policy,
+                        breaker=CircuitBreaker(model_id, threshold=threshold, cooldown=cooldown),
+                    )
+                )
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+        for transport in self.transports:
+            await transport.aclose()
+
+
+def build_router(settings: Settings, deployments: list[Deployment]) -> Router:
+    aliases = {
+        alias: [(target, 1.0)] if isinstance(target, str) else [(t.model, t.weight) for t in target]
+        for alias, target in settings.aliases.items()
+    }
+    return Router(deployments, aliases=aliases, fallbacks=settings.fallbacks)
 
 
 class GatewayAPI(FastAPI):
-    """FastAPI, with the chat endpoint dispatched ahead of FastAPI's own middleware stack.
+    """FastAPI, entered through the gateway's own stack (:func:`create_app` sets ``entry``)."""
 
-    ``POST /v1/chat/completions`` is the hot path: it goes through the gateway's own pure-ASGI
-    middleware (access log, auth, CORS) straight to the raw endpoint, skipping FastAPI's
-    per-request layers. Every other route is served by FastAPI as usual.
-    """
-
-    hot_path: ASGIApp | None = None
+    entry: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.hot_path is not None
-            and scope["type"] == "http"
-            and scope["path"] == "/v1/chat/completions"
-        ):
-            await self.hot_path(scope, receive, send)
-            return
+        if self.entry is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.entry(scope, receive, send)
+
+    async def serve_routes(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's own handling: its middleware, then its router."""
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> FastAPI:
-    """The gateway. ``open_prefixes`` are paths (a mounted UI) that do their own auth."""
-    providers = build_providers(settings)
-    router = Router(providers, aliases=settings.aliases, fallbacks=settings.fallbacks)
-    policies = {
-        name: ProviderPolicy(
-            timeouts=_timeouts(settings, p),
-            retry=RetryPolicy(
-                max_retries=p.max_retries if p.max_retries is not None else settings.max_retries
-            ),
-            breaker=CircuitBreaker(),
-        )
-        for name, p in settings.providers.items()
-    }
+def create_app(
+    settings: Settings,
+    *,
+    open_prefixes: tuple[str, ...] = (),
+    observers: tuple[Observer, ...] = (),
+) -> FastAPI:
+    """The gateway. ``open_prefixes`` are paths (a mounted UI) that do their own auth;
+    ``observers`` are told about every request, after the access log."""
+    upstreams = Upstreams(settings)
+    router = build_router(settings, upstreams.deployments)
+    observed = Observers([LogObserver(access_log=settings.access_log), *observers])
     chat = ChatCompletions(
         router=router,
-        policies=policies,
+        dispatcher=Dispatcher(observers=observed),
         limits=Limits(
             max_messages=settings.max_messages,
             max_n=settings.max_n,
@@ -123,8 +160,7 @@ def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        for provider in providers.values():
-            await provider.aclose()
+        await upstreams.aclose()
 
     app = GatewayAPI(
         title="llm-gateway",
@@ -133,17 +169,12 @@ def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> Fa
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.chat = chat
     app.state.settings = settings
+    app.state.router = router
 
     def model_entry(model_id: str) -> dict[str, Any]:
-        route = router.resolve(model_id)
-        return {
-            "id": model_id,
-            "object": "model",
-            "created": created,
-            "owned_by": route.provider.name,
-        }
+        owner = router.group(model_id)[0].deployment.provider.name
+        return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
 
     @app.get("/health")
     async def health() -> Response:
@@ -151,13 +182,41 @@ def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> Fa
 
     @app.get("/v1/models")
     async def list_models() -> Response:
-        ids = [*router.model_ids, *settings.aliases]
+        ids = [*router.model_ids, *router.aliases]
         return _json({"object": "list", "data": [model_entry(i) for i in ids]})
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> Response:
         return _json(model_entry(model_id))
 
+    _install_error_handlers(app)
+
+    hot_paths: dict[str, ASGIApp] = {
+        "/v1/chat/completions": chat,
+    }
+    stack: ASGIApp = HotPaths(hot_paths, fallback=app.serve_routes)
+    keys = [k.get_secret_value().encode() for k in settings.api_keys or ()]
+    stack = AuthMiddleware(
+        stack,
+        keys=static_key_ids(keys),
+        open_paths=("/health", "/"),
+        open_prefixes=open_prefixes,
+    )
+    # CORS outside auth: a browser's preflight carries no key, and a 401 must be readable.
+    if settings.cors_origins:
+        stack = CORSMiddleware(
+            stack,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id"],
+        )
+    app.entry = RequestContext(stack, observers=observed)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def on_api_error(request: Request, exc: APIError) -> Response:
         return _error_response(exc)
@@ -185,34 +244,5 @@ def create_app(settings: Settings, *, open_prefixes: tuple[str, ...] = ()) -> Fa
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        logger.error("unexpected error on %s %s: %r", request.method, request.url.path, exc)
+        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error_response(APIError("internal error in the gateway", code="internal_error"))
-
-    keys = [k.get_secret_value().encode() for k in settings.api_keys or ()]
-    layers: list[tuple[Any, dict[str, Any]]] = [
-        (
-            AuthMiddleware,
-            {"keys": keys, "open_paths": ("/health", "/"), "open_prefixes": open_prefixes},
-        )
-    ]
-    # CORS outside auth: a browser's preflight carries no key, and a 401 must be readable.
-    if settings.cors_origins:
-        layers.append(
-            (
-                CORSMiddleware,
-                {
-                    "allow_origins": settings.cors_origins,
-                    "allow_credentials": False,
-                    "allow_methods": ["GET", "POST", "OPTIONS"],
-                    "allow_headers": ["authorization", "content-type"],
-                },
-            )
-        )
-    if settings.access_log:
-        layers.append((AccessLogMiddleware, {}))
-    hot: ASGIApp = chat
-    for layer, options in layers:  # innermost first, as add_middleware stacks them
-        app.add_middleware(layer, **options)
-        hot = layer(hot, **options)
-    app.hot_path = hot
-    return app

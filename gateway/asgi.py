@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from gateway.errors import APIError, PayloadTooLarge
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-type", b"application/json"),
@@ -22,7 +16,7 @@ JSON_HEADERS: list[tuple[bytes, bytes]] = [
 
 
 class ClientDisconnected(Exception):
-    """The client went away while we were reading its request."""
+    """The client went away (while we read its request, or waited for its answer)."""
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import logging
 import os
 import signal
@@ -85,12 +84,6 @@ def main(argv: list[str] | None = None) -> None:
             "UI beside it with: python ui.py --gateway-url %s",
             _local_url(host, port),
         )
-    try:
-        # Built in the parent in every mode, so a bad alias or fallback stops the start here.
-        app = create_app(settings, open_prefixes=("/ui",) if ui_on else ())
-    except ValueError as exc:
-        print(f"llm-gateway: invalid configuration: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     if args.workers > 1:
         if args.env_file:
             os.environ[ENV_FILE_VAR] = os.path.abspath(args.env_file)
@@ -107,8 +100,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         uvicorn.supervisors.Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
+    app = create_app(settings, open_prefixes=("/ui",) if ui_on else ())
     if ui_on:
-        ui = importlib.import_module("ui")
+        import ui  # Gradio is heavy: imported only when the UI is served
+
         ui.mount(
             app,
             gateway_url=_local_url(host, port),

@@ -14,7 +14,8 @@ Each class carries its HTTP status and OpenAI ``type``, so rendering needs no if
     ├── BadGateway            502 upstream failure
     └── GatewayTimeout        504 upstream too slow
 
-Provider failures are mapped into it in one place, :func:`from_provider_error`.
+Provider failures are mapped into it in one place, :func:`from_provider_error`, from the status
+and code each provider error carries (the one policy lives in :mod:`providers.errors`).
 """
 
 from __future__ import annotations
@@ -24,15 +25,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from gateway.resilience import CoolingDown
-from providers.errors import (
-    ProviderError,
-    UpstreamConnectError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamStreamError,
-    UpstreamTimeout,
-)
+from providers.errors import ProviderError
 
 
 class APIError(Exception):
@@ -122,38 +115,40 @@ class GatewayTimeout(APIError):
     type = "timeout"
 
 
-def from_provider_error(exc: ProviderError, *, model: str) -> APIError:
-    """Map a provider's failure to what the client sees; upstream bodies are never echoed."""
-    if isinstance(exc, CoolingDown):
-        return ServiceUnavailable(
-            exc.message,
-            code="provider_cooling_down",
-            headers={"retry-after": str(max(1, math.ceil(exc.retry_after)))},
-        )
-    if isinstance(exc, UpstreamStatusError):
-        status = exc.status
-        if status == 429:
-            headers = {}
-            if exc.retry_after is not None:
-                headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-            return RateLimited(
-                f"the upstream for {model} is rate limiting requests",
-                code="rate_limit_exceeded",
-                headers=headers,
-            )
-        if status in (400, 409, 422):
-            return InvalidRequest(exc.message, code="upstream_rejected_request")
-        if status == 404:
-            return NotFound(exc.message, param="model", code="model_not_found")
-        if status == 413:
-            return PayloadTooLarge(exc.message, code="upstream_rejected_request")
-        return BadGateway(exc.message, code="upstream_error")
-    if isinstance(exc, UpstreamTimeout):
-        return GatewayTimeout(exc.message, code=f"{exc.phase}_timeout")
-    if isinstance(exc, UpstreamConnectError):
-        return BadGateway(exc.message, code="upstream_unavailable")
-    if isinstance(exc, UpstreamProtocolError):
-        return BadGateway(exc.message, code=exc.code)
-    if isinstance(exc, UpstreamStreamError):
-        return BadGateway(exc.message, code="upstream_error")
-    return BadGateway(exc.message, code="upstream_error")
+class CoolingDown(ProviderError):
+    """Every deployment that could answer has its breaker open: none was tried."""
+
+    counts_against_breaker = False
+    status = 503
+    code = "provider_cooling_down"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: InvalidRequest,
+    404: NotFound,
+    413: PayloadTooLarge,
+    429: RateLimited,
+    503: ServiceUnavailable,
+    504: GatewayTimeout,
+}
+
+
+def from_provider_error(exc: ProviderError) -> APIError:
+    """What the client sees of a provider's failure: the error's own status and code.
+
+    Upstream bodies are never echoed (the provider's messages are written for the client).
+    """
+    headers: dict[str, str] = {}
+    retry_after: float | None = getattr(exc, "retry_after", None)
+    if retry_after is not None and exc.status in (429, 503):
+        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+    return _BY_STATUS.get(exc.status, BadGateway)(
+        exc.message,
+        code=exc.code,
+        param="model" if exc.code == "model_not_found" else None,
+        headers=headers,
+    )

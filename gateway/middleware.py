@@ -1,37 +1,89 @@
-"""Pure ASGI middleware (never BaseHTTPMiddleware: it hides client disconnects)."""
+"""Pure ASGI middleware (never BaseHTTPMiddleware: it hides client disconnects), built once.
+
+The stack is ``RequestContext(CORS(Auth(HotPaths(...))))``: every request, hot path or
+FastAPI route, passes through the same instances, so state kept by a layer is kept once.
+"""
 
 from __future__ import annotations
 
 import hmac
-import logging
+import re
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl
 
-from gateway.asgi import ASGIApp, Message, Receive, Scope, Send, header, send_error
-from gateway.errors import AuthenticationError, InvalidRequest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-access_logger = logging.getLogger("gateway.access")
+from gateway.asgi import header, send_error
+from gateway.errors import AuthenticationError, InvalidRequest
+from gateway.observe import CALL_SCOPE_KEY, Call, Observers
 
 _QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "key", "access_token", "token"})
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+
+
+class RequestContext:
+    """Outermost: gives each request its :class:`Call` and ``x-request-id``; reports its end.
+
+    The client's ``x-request-id`` is kept when it is sane (1-128 of ``A-Za-z0-9._:-``);
+    otherwise one is generated. The response always carries it.
+    """
+
+    def __init__(self, app: ASGIApp, *, observers: Observers) -> None:
+        self.app = app
+        self.observers = observers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = header(scope, b"x-request-id")
+        if given is not None and _SANE_REQUEST_ID.fullmatch(given):
+            request_id = given.decode("ascii")
+        else:
+            request_id = uuid.uuid4().hex
+        client = scope.get("client")
+        call = Call(
+            request_id=request_id,
+            method=scope["method"],
+            path=_printable_path(scope["path"]),
+            client=client[0] if client else "-",
+            started=time.perf_counter(),
+        )
+        scope[CALL_SCOPE_KEY] = call
+        id_header = (b"x-request-id", request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                call.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.observers.finished(call)
 
 
 class AuthMiddleware:
     """Bearer-key auth for every route but the open ones; keys in the URL are refused.
 
-    Keys are compared in constant time, on bytes, against every configured key.
+    Keys are compared in constant time, on bytes, against every configured key; the id of the
+    key that matched (never the key) goes on the request's :class:`Call`.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        keys: Iterable[bytes],
+        keys: Mapping[str, bytes],
         open_paths: Iterable[str] = ("/health",),
         open_prefixes: Iterable[str] = (),
     ) -> None:
+        """``keys``: key id -> key."""
         self.app = app
-        self.keys = tuple(keys)
+        self.keys = tuple(keys.items())
         # A prefix opens itself and what is under it, on a segment boundary: "/ui" opens "/ui"
         # and "/ui/x", never "/uix".
         prefixes = [p.rstrip("/") for p in open_prefixes]
@@ -53,16 +105,20 @@ class AuthMiddleware:
             )
             return
         if self.keys and not self._is_open(scope["path"]):
-            error = self._check(header(scope, b"authorization"))
-            if error is not None:
-                await send_error(send, error)
+            key_id = self._check(header(scope, b"authorization"))
+            if isinstance(key_id, AuthenticationError):
+                await send_error(send, key_id)
                 return
+            call: Call | None = scope.get(CALL_SCOPE_KEY)
+            if call is not None:
+                call.key_id = key_id
         await self.app(scope, receive, send)
 
     def _is_open(self, path: str) -> bool:
         return path in self.open_paths or path.startswith(self.open_prefixes)
 
-    def _check(self, value: bytes | None) -> AuthenticationError | None:
+    def _check(self, value: bytes | None) -> str | AuthenticationError:
+        """The id of the key ``value`` carries, or the error to answer with."""
         if not value:
             return AuthenticationError(
                 "Missing API key: send it as 'Authorization: Bearer <key>'", code="missing_api_key"
@@ -74,12 +130,32 @@ class AuthMiddleware:
                 "Malformed Authorization header: expected 'Bearer <key>'",
                 code="invalid_authorization_header",
             )
-        matched = False
-        for key in self.keys:
-            matched |= hmac.compare_digest(token, key)
-        if not matched:
+        matched: str | None = None
+        for key_id, key in self.keys:  # every key, whatever matched: constant time
+            if hmac.compare_digest(token, key) and matched is None:
+                matched = key_id
+        if matched is None:
             return AuthenticationError("Invalid API key")
-        return None
+        return matched
+
+
+class HotPaths:
+    """Innermost: the raw-ASGI endpoints of a table (path -> app), ahead of FastAPI's router.
+
+    A new API surface is one more entry. Every other request goes to ``fallback``.
+    """
+
+    def __init__(self, routes: Mapping[str, ASGIApp], *, fallback: ASGIApp) -> None:
+        self.routes = dict(routes)
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.routes.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
 
 
 def _has_key_in_query(query: bytes) -> bool:
@@ -90,41 +166,10 @@ def _has_key_in_query(query: bytes) -> bool:
     return any(name.lower() in _QUERY_KEY_NAMES for name, _ in pairs)
 
 
-class AccessLogMiddleware:
-    """One line per request: method, path without the query string, status, duration.
-
-    The query string is left out on purpose: it is where careless clients put keys.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 0
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            client = scope.get("client")
-            access_logger.info(
-                '%s "%s %s" %d %.1fms',
-                client[0] if client else "-",
-                scope["method"],
-                _printable_path(scope["path"]),
-                status,
-                (time.perf_counter() - start) * 1000,
-            )
-
-
 def _printable_path(path: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in path[:300])
+
+
+def static_key_ids(keys: Sequence[bytes]) -> dict[str, bytes]:
+    """Ids for the keys of ``GATEWAY_API_KEYS``: their position, never a part of the key."""
+    return {f"static-{i}": key for i, key in enumerate(keys)}

@@ -1,63 +1,111 @@
-"""Model ids -> (provider, upstream model). Model ids are ``<provider>/<model>``."""
+"""Model names -> the deployments that may answer, in the order to try them.
+
+A deployment is one upstream model of one provider (``<provider>/<model>``), with its own
+circuit breaker and its count of requests in flight. A requested name is a model id, or an
+alias naming one model id or several deployments with weights. For each request the router
+picks one deployment by weight among those whose breaker lets requests through, preferring the
+least busy (weighted least-connections: fewest in flight per unit of weight, ties drawn by
+weight); the others follow as fallbacks, then the configured fallbacks.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from gateway.errors import NotFound
+from gateway.resilience import CircuitBreaker, RetryPolicy
 from providers.base import Provider
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
+class Policy:
+    """A provider's deadlines (seconds; None: none) and retries."""
+
+    first_token: float | None = 60.0
+    idle: float | None = 60.0
+    total: float | None = 600.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(eq=False, slots=True)
+class Deployment:
     model_id: str
     provider: Provider
     upstream_model: str
+    policy: Policy
+    breaker: CircuitBreaker
+    in_flight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    deployment: Deployment
+    weight: float = 1.0
 
 
 class Router:
     def __init__(
         self,
-        providers: Mapping[str, Provider],
+        deployments: Sequence[Deployment],
         *,
-        aliases: Mapping[str, str] | None = None,
-        fallbacks: Mapping[str, list[str]] | None = None,
+        aliases: Mapping[str, Sequence[tuple[str, float]]] | None = None,
+        fallbacks: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        self.providers = dict(providers)
-        self._routes: dict[str, Route] = {}
-        for name, provider in self.providers.items():
-            for model in provider.models:
-                model_id = f"{name}/{model}"
-                self._routes[model_id] = Route(model_id, provider, model)
-        self.model_ids = tuple(self._routes)
-        for alias, target in (aliases or {}).items():
-            if target not in self._routes:
-                raise ValueError(f"alias {alias!r} points to unknown model {target!r}")
-            self._routes.setdefault(alias, self._routes[target])
-        self.fallbacks: dict[str, tuple[Route, ...]] = {}
-        for model_id, chain in (fallbacks or {}).items():
-            head = self.resolve(model_id)
-            for target in chain:
-                if target not in self._routes:
-                    raise ValueError(f"fallback for {model_id!r} names unknown model {target!r}")
-            self.fallbacks[head.model_id] = tuple(self._routes[t] for t in chain)
+        """``aliases``: name -> (model id, weight) pairs; ``fallbacks``: name -> names.
 
-    def resolve(self, model: str) -> Route:
-        route = self._routes.get(model)
-        if route is None:
+        Settings have checked that every name exists.
+        """
+        self.deployments = {d.model_id: d for d in deployments}
+        self.model_ids = tuple(self.deployments)
+        self._groups: dict[str, tuple[Target, ...]] = {
+            model_id: (Target(d),) for model_id, d in self.deployments.items()
+        }
+        for alias, targets in (aliases or {}).items():
+            group = tuple(Target(self.deployments[m], w) for m, w in targets)
+            self._groups.setdefault(alias, group)
+        self.aliases = tuple(aliases or ())
+        self._fallbacks = {name: tuple(chain) for name, chain in (fallbacks or {}).items()}
+
+    def group(self, model: str) -> tuple[Target, ...]:
+        targets = self._groups.get(model)
+        if targets is None:
             raise NotFound(
                 f"The model '{_printable(model)}' does not exist or you do not have access to "
                 "it. GET /v1/models lists the models this gateway serves.",
                 param="model",
                 code="model_not_found",
             )
-        return route
+        return targets
 
-    def chain(self, model: str) -> tuple[Route, ...]:
-        """The route for ``model`` followed by its fallbacks, in order."""
-        route = self.resolve(model)
-        return (route, *self.fallbacks.get(route.model_id, ()))
+    def chain(self, model: str) -> tuple[Deployment, ...]:
+        """The deployments to try for ``model``, in order; NotFound for an unknown name."""
+        ordered = _ordered(self.group(model))
+        seen = set(ordered)
+        chain = list(ordered)
+        fallbacks = self._fallbacks.get(model) or self._fallbacks.get(ordered[0].model_id, ())
+        for name in fallbacks:
+            for deployment in _ordered(self.group(name)):
+                if deployment not in seen:
+                    seen.add(deployment)
+                    chain.append(deployment)
+        return tuple(chain)
+
+
+def _ordered(targets: tuple[Target, ...]) -> list[Deployment]:
+    """The group's deployments, the one to try first picked as the module docstring says."""
+    if len(targets) == 1:
+        return [targets[0].deployment]
+    ready = [t for t in targets if t.deployment.breaker.available()] or list(targets)
+    best = min(t.deployment.in_flight / t.weight for t in ready)
+    tied = [t for t in ready if t.deployment.in_flight / t.weight == best]
+    first = random.choices(tied, weights=[t.weight for t in tied])[0]
+    rest = sorted(
+        (t for t in targets if t is not first),
+        key=lambda t: (not t.deployment.breaker.available(), t.deployment.in_flight / t.weight),
+    )
+    return [first.deployment, *(t.deployment for t in rest)]
 
 
 def _printable(value: str) -> str:

@@ -1,58 +1,149 @@
 """Configuration from the environment and an env file (pydantic-settings).
 
-Every variable is documented in ``config/example.env``. Invalid configuration raises
-:class:`ConfigError` with one line naming the variable; values are never echoed, since some are
-secrets.
+Every variable is documented in ``config/example.env``. A provider block has the variables every
+provider shares (below) and its TYPE's own, validated by that TYPE's options model from the
+provider registry. Invalid configuration raises :class:`ConfigError` with one line naming the
+variable; values are never echoed, since some are secrets.
 """
 
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from providers.registry import provider_type
+from providers.spec import ProviderType
+
 ENV_PREFIX = "GATEWAY_"
 PositiveSeconds = Annotated[float, Field(gt=0)]
+ModelName = Annotated[str, Field(min_length=1)]
 
 
 class ConfigError(Exception):
     """A configuration problem, worded for the operator in one line."""
 
 
-class ProviderSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def config_error(variable: str, message: str) -> PydanticCustomError:
+    """A validation error about ``variable`` (relative to where it is raised: ``__BASE_URL``
+    inside a provider block, ``ALIASES`` at the top)."""
+    return PydanticCustomError("config", "{message}", {"variable": variable, "message": message})
 
-    type: Literal["echo", "openai"]
-    models: list[Annotated[str, Field(min_length=1)]] | None = None
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    chunk_delay_ms: Annotated[float, Field(ge=0)] = 0.0
+
+class ProviderSettings(BaseModel):
+    """One ``GATEWAY_PROVIDERS__<NAME>__*`` block: the shared variables, plus the TYPE's own."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    models: list[ModelName] | None = None
+    # Per-provider overrides of the global defaults in Settings.
     connect_timeout: PositiveSeconds | None = None
+    pool_timeout: PositiveSeconds | None = None
     first_token_timeout: PositiveSeconds | None = None
     idle_timeout: PositiveSeconds | None = None
     total_timeout: PositiveSeconds | None = None
     max_retries: Annotated[int, Field(ge=0, le=10)] | None = None
+    breaker_threshold: Annotated[int, Field(ge=0)] | None = None
+    breaker_cooldown: PositiveSeconds | None = None
     max_connections: Annotated[int, Field(ge=1)] = 1024
     ca_bundle: str | None = None  # PEM file of the CAs to trust for an https BASE_URL
 
+    _spec: ProviderType = PrivateAttr()
+    _options: BaseModel = PrivateAttr()
+
+    @property
+    def spec(self) -> ProviderType:
+        return self._spec
+
+    @property
+    def options(self) -> BaseModel:
+        """The TYPE's own variables, validated by its options model."""
+        return self._options
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ValueError('not valid JSON (expected a list such as ["model-a"])') from None
+        return value
+
     @model_validator(mode="after")
-    def _check_type(self) -> ProviderSettings:
-        if self.type == "openai":
-            if not self.base_url:
-                raise ValueError("__BASE_URL: required for an openai provider")
-            if not self.base_url.startswith(("http://", "https://")):
-                raise ValueError("__BASE_URL: must start with http:// or https://")
-            if not self.models:
-                raise ValueError("__MODELS: required (a JSON list of the upstream's model names)")
-            if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
-                raise ValueError("__CA_BUNDLE: no such file")
-        elif self.models is None:
-            self.models = ["echo"]
+    def _typed(self) -> ProviderSettings:
+        try:
+            self._spec = provider_type(self.type)
+        except KeyError as exc:
+            raise config_error("__TYPE", str(exc.args[0])) from None
+        extras = {key.lower(): value for key, value in (self.model_extra or {}).items()}
+        options_model = self._spec.options
+        try:
+            self._options = options_model.model_validate(_decode_json(options_model, extras))
+        except ValidationError as exc:
+            error = exc.errors(include_input=False, include_url=False)[0]
+            where = "__".join(str(p).upper() for p in error["loc"] if not isinstance(p, int))
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = f"not a variable of provider type {self.type!r}"
+            raise config_error("__" + where, message) from None
+        # The TYPE's variables live on in ``options`` only (keys there as secrets, not text).
+        self.__pydantic_extra__ = {}
+        if self.models is None:
+            if self._spec.default_models is None:
+                raise config_error("__MODELS", "required (a JSON list of the upstream's models)")
+            self.models = list(self._spec.default_models)
+        if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
+            raise config_error("__CA_BUNDLE", "no such file")
         return self
+
+
+def _decode_json(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """Env values of list or object fields arrive as JSON text: decode them for ``model``."""
+    out = dict(values)
+    for name, field in model.model_fields.items():
+        value = out.get(name)
+        if isinstance(value, str) and _is_container(field.annotation):
+            try:
+                out[name] = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise config_error("__" + name.upper(), "not valid JSON") from None
+    return out
+
+
+def _is_container(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (list, dict, set, tuple):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_is_container(arg) for arg in typing.get_args(annotation))
+
+
+class AliasTarget(BaseModel):
+    """One deployment behind an alias, and its share of the traffic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName
+    weight: Annotated[float, Field(gt=0)] = 1.0
 
 
 class Settings(BaseSettings):
@@ -69,15 +160,19 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     api_keys: list[SecretStr] | None = None
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
-    aliases: dict[str, str] = Field(default_factory=dict)
+    # An alias names one model id, or several deployments with weights.
+    aliases: dict[str, str | list[AliasTarget]] = Field(default_factory=dict)
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
 
     # Defaults for every provider; a provider's own value wins.
     connect_timeout: PositiveSeconds = 10.0
+    pool_timeout: PositiveSeconds = 60.0
     first_token_timeout: PositiveSeconds = 60.0
     idle_timeout: PositiveSeconds = 60.0
     total_timeout: PositiveSeconds = 600.0
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    breaker_threshold: Annotated[int, Field(ge=0)] = 5
+    breaker_cooldown: PositiveSeconds = 30.0
 
     # Limits on what a client may send.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
@@ -98,25 +193,32 @@ class Settings(BaseSettings):
             self.providers = {"echo": ProviderSettings(type="echo")}
         for name in self.providers:
             if not name or "/" in name:
-                raise ValueError(f"provider name {name!r} must be non-empty and without '/'")
+                raise config_error(
+                    "PROVIDERS", f"provider name {name!r} must be non-empty and without '/'"
+                )
         known = {f"{name}/{m}" for name, p in self.providers.items() for m in p.models or ()}
         for alias, target in self.aliases.items():
-            if target not in known:
-                raise ValueError(f"ALIASES: alias {alias!r} names unknown model {target!r}")
+            targets = [target] if isinstance(target, str) else [t.model for t in target]
+            if not targets:
+                raise config_error("ALIASES", f"alias {alias!r} names no model")
+            for model in targets:
+                if model not in known:
+                    raise config_error("ALIASES", f"alias {alias!r} names unknown model {model!r}")
         for model, chain in self.fallbacks.items():
             for target in [model, *chain]:
                 if target not in known and target not in self.aliases:
-                    raise ValueError(f"FALLBACKS: {model!r} names unknown model {target!r}")
+                    raise config_error("FALLBACKS", f"{model!r} names unknown model {target!r}")
         if "*" in self.cors_origins:
-            raise ValueError("CORS_ORIGINS: list origins explicitly, not '*'")
+            raise config_error("CORS_ORIGINS", "list origins explicitly, not '*'")
         return self
 
 
 def env_name(loc: tuple[Any, ...]) -> str:
     """``("providers", "local", "base_url")`` -> ``GATEWAY_PROVIDERS__LOCAL__BASE_URL``."""
     parts = [str(p) for p in loc if not isinstance(p, int)]
-    # pydantic reports literal/union branches as extra path items; keep field names only.
+    # pydantic reports union branches as extra path items; keep field names only.
     parts = [p for p in parts if not p.startswith(("literal[", "function-", "list[", "json-"))]
+    parts = [p for p in parts if p not in ("str",)]
     return ENV_PREFIX + "__".join(p.upper() for p in parts)
 
 
@@ -131,16 +233,29 @@ def load_settings(env_file: str | Path | None = None) -> Settings:
     try:
         return Settings(_env_file=path if path.is_file() else None)  # type: ignore[call-arg]
     except ValidationError as exc:
-        error = exc.errors(include_input=False, include_url=False)[0]
-        message = str(error["msg"]).removeprefix("Value error, ")
-        loc = tuple(error["loc"])
-        name = env_name(loc) if loc else ENV_PREFIX.rstrip("_")
-        field, sep, rest = message.partition(": ")
-        if sep and field.lstrip("_").isupper() and " " not in field:
-            # A validator that names the variable it is about, e.g. "__BASE_URL: required".
-            name, message = (name + field if field.startswith("__") else ENV_PREFIX + field), rest
-        raise ConfigError(f"invalid configuration: {name}: {message}") from None
+        raise ConfigError(describe(exc)) from None
     except SettingsError as exc:  # a value that is not valid JSON for a list/object variable
         match = re.search(r'field "([^"]+)"', str(exc))
         name = ENV_PREFIX + (match.group(1).upper() if match else "*")
         raise ConfigError(f"invalid configuration: {name}: not valid JSON") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """The first error of a Settings validation, as one line naming the variable."""
+    errors = exc.errors(include_input=False, include_url=False)
+    # A value that fits no branch of a union gets one error per branch: the deepest one is
+    # about the branch the value was meant for (a list of targets rather than a string).
+    error = max(
+        (e for e in errors if e["loc"][:1] == errors[0]["loc"][:1]), key=lambda e: len(e["loc"])
+    )
+    loc = tuple(error["loc"])
+    ctx = error.get("ctx") or {}
+    if error["type"] == "config":
+        variable = str(ctx["variable"])
+        # "__X" is relative to the block the error was raised in; "X" to the top.
+        name = env_name(loc) + variable if variable.startswith("__") else ENV_PREFIX + variable
+        message = str(ctx["message"])
+    else:
+        name = env_name(loc) if loc else ENV_PREFIX.rstrip("_")
+        message = str(error["msg"]).removeprefix("Value error, ")
+    return f"invalid configuration: {name}: {message}"

@@ -32,9 +32,7 @@ class Watchdog:
         "reason",
     )
 
-    def __init__(
-        self, *, first_token: float | None, idle: float | None, total: float | None
-    ) -> None:
+    def __init__(self, *, idle: float | None, total: float | None) -> None:
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -42,14 +40,14 @@ class Watchdog:
         now = self._loop.time()
         self._total_at = now + total if total else math.inf
         self.idle = idle or math.inf
-        self._limit = first_token or math.inf
+        self._limit = math.inf  # set by restart_first_token() when an attempt starts
         self._since = now
         self._waiting = True
         self.phase = "first_token"
         self.reason: str | None = None
         self._closed = False
         self._handle: asyncio.TimerHandle | None = None
-        self._arm(min(now + self._limit, self._total_at))
+        self._arm(self._total_at)
 
     def _arm(self, when: float) -> None:
         self._handle = self._loop.call_at(when, self._fire) if when < math.inf else None
@@ -83,8 +81,16 @@ class Watchdog:
         self._waiting = True
 
     def pause(self) -> None:
-        """Not waiting on the upstream (e.g. backing off before a retry); the total still runs."""
+        """Not waiting on the upstream (backing off before a retry, queued for a connection);
+        the total still runs."""
         self._waiting = False
+
+    def queued(self, waiting_for_a_connection: bool) -> None:
+        """A provider's ``on_queue``: a wait for a pooled connection is not the upstream's."""
+        if waiting_for_a_connection:
+            self.pause()
+        else:
+            self.waiting()
 
     def received(self) -> None:
         """A chunk arrived: from now on only the idle limit applies between chunks."""
@@ -92,6 +98,13 @@ class Watchdog:
         if self.phase == "first_token":
             self.phase = "idle"
             self._limit = self.idle
+            # The timer may be armed for the first-token deadline, far beyond the next idle
+            # one: bring it forward (once per attempt, not per chunk).
+            soonest = min(self._loop.time() + self.idle, self._total_at)
+            if self._handle is None or self._handle.when() > soonest:
+                if self._handle is not None:
+                    self._handle.cancel()
+                self._arm(soonest)
 
     def trip(self, reason: str) -> None:
         """Cancel the request's task now, for ``reason`` (e.g. ``"disconnect"``)."""

@@ -1,15 +1,31 @@
-"""The provider interface and the normalized types it speaks; no I/O here.
+"""The provider interface and the normalized stream it speaks; no I/O here.
 
 A provider turns a :class:`ChatRequest` into an async iterator of :class:`Chunk`. Streaming and
 non-streaming answers go through the same iterator: the gateway aggregates it when the client did
 not ask for a stream.
+
+The stream is richer than an OpenAI chunk, because every API surface renders it in its own
+grammar (chat completions now; Anthropic's Messages and OpenAI's Responses next) and each needs
+something the others drop: reasoning text with its opaque signature, tool calls keyed by the
+gateway's own index, the provider's raw stop reason, cache and reasoning token counts::
+
+    Chunk
+    ├── deltas: [Delta]       one per choice that moved (``choice`` = OpenAI's ``index``)
+    │   ├── text, reasoning (+ reasoning_signature, redacted_reasoning), refusal
+    │   ├── tool_calls: [ToolCallDelta]   ``index`` is the gateway's, 0, 1, 2... per choice;
+    │   │                                 ``id`` and ``name`` come on a call's first delta
+    │   ├── finish_reason (OpenAI's words) and stop_reason (the provider's own)
+    │   └── logprobs, extra (provider fields a surface may pass through as they are)
+    └── usage: Usage          cumulative; the last one seen wins
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+UsageSource = Literal["provider", "estimated", "partial"]
 
 
 @dataclass(slots=True)
@@ -20,44 +36,70 @@ class ChatRequest:
     ``model``, ``stream`` and ``stream_options``; adapters that speak OpenAI pass it through.
     ``stream`` says whether the client reads the answer as it comes: when it does not, an
     adapter may fetch the whole answer at once, and still yields it as chunks.
+    ``request_id`` is the gateway's id of the client request, for the upstream's logs.
+    ``on_queue`` is called with True when the request starts waiting for a free upstream
+    connection and with False when it has one, so that the wait is not charged to the upstream.
     """
 
     model: str
     body: dict[str, Any]
     stream: bool = True
+    request_id: str | None = None
+    on_queue: Callable[[bool], None] | None = None
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of one tool call. ``index`` is the gateway's per-choice call number."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    type: str = "function"
+    extra: dict[str, Any] | None = None  # provider data to round-trip (Gemini's signatures)
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one choice gained in one step."""
+
+    choice: int = 0
+    text: str | None = None
+    reasoning: str | None = None
+    reasoning_signature: str | None = None
+    redacted_reasoning: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    finish_reason: str | None = None
+    stop_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts. ``input_tokens`` includes cached ones; ``output_tokens`` reasoning ones."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    source: UsageSource = "provider"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
 
 
 @dataclass(slots=True)
 class Chunk:
-    """One step of a completion, in OpenAI ``chat.completion.chunk`` terms.
+    """One step of a completion: deltas per choice, and/or usage."""
 
-    ``choices`` holds OpenAI chunk choices (``index``, ``delta``, ``finish_reason``,
-    ``logprobs``); a usage-only chunk has no choices and ``usage`` set.
-    """
-
-    choices: list[dict[str, Any]]
-    usage: dict[str, Any] | None = None
+    deltas: list[Delta]
+    usage: Usage | None = None
     system_fingerprint: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Seconds; ``None`` means no limit."""
-
-    connect: float | None = 10.0
-    first_token: float | None = 60.0
-    idle: float | None = 60.0
-    total: float | None = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    """What every adapter is built from; type-specific settings live in ``options``."""
-
-    name: str
-    models: tuple[str, ...]
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Provider(Protocol):
@@ -66,8 +108,12 @@ class Provider(Protocol):
     name: str
     models: tuple[str, ...]
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        """Yield the completion's chunks; raise :class:`providers.errors.ProviderError`."""
+    def stream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
+        """Yield the completion's chunks; raise :class:`providers.errors.ProviderError`.
+
+        Implementations are async generators: the gateway closes them (``aclose()``) when it
+        stops reading, and cancels them when the client leaves or a timeout passes.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from providers.base import ChatRequest, Chunk, ProviderConfig
+from pydantic import BaseModel, ConfigDict, Field
+
+from providers.base import ChatRequest, Chunk, Delta, Usage
+from providers.spec import ProviderContext, ProviderType
 
 # A piece is a word with the whitespace that follows it; leading whitespace is a piece of its own.
 _PIECE = re.compile(r"\s+|\S+\s*")
@@ -40,15 +43,21 @@ def count_tokens(text: str) -> int:
     return len(split_pieces(text))
 
 
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_delay_ms: float = Field(default=0.0, ge=0, description="pause before each piece")
+
+
 class EchoProvider:
     """Streams the last user message back; ``chunk_delay_ms`` paces the stream."""
 
-    def __init__(self, config: ProviderConfig) -> None:
-        self.name = config.name
-        self.models = config.models or ("echo",)
-        self._delay = float(config.options.get("chunk_delay_ms", 0.0)) / 1000.0
+    def __init__(self, context: ProviderContext, options: Options) -> None:
+        self.name = context.name
+        self.models = context.models
+        self._delay = options.chunk_delay_ms / 1000.0
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         messages: list[dict[str, Any]] = request.body["messages"]
         text = next(
             (message_text(m.get("content")) for m in reversed(messages) if m["role"] == "user"),
@@ -62,37 +71,27 @@ class EchoProvider:
         choices = range(int(request.body.get("n") or 1))
         delay = self._delay
 
-        role_sent = False
         for piece in pieces:
             if delay:
                 await asyncio.sleep(delay)
-            delta: dict[str, Any] = {"content": piece}
-            if not role_sent:
-                delta = {"role": "assistant", "content": piece}
-                role_sent = True
-            yield Chunk(
-                choices=[
-                    {"index": i, "delta": delta, "finish_reason": None, "logprobs": None}
-                    for i in choices
-                ]
-            )
-        last: dict[str, Any] = {} if role_sent else {"role": "assistant", "content": ""}
+            yield Chunk(deltas=[Delta(choice=i, text=piece) for i in choices])
         yield Chunk(
-            choices=[
-                {"index": i, "delta": last, "finish_reason": finish, "logprobs": None}
-                for i in choices
-            ]
+            deltas=[Delta(choice=i, finish_reason=finish, stop_reason=finish) for i in choices]
         )
         prompt_tokens = sum(count_tokens(message_text(m.get("content"))) for m in messages)
-        completion_tokens = len(pieces) * len(choices)
         yield Chunk(
-            choices=[],
-            usage={
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            deltas=[],
+            usage=Usage(input_tokens=prompt_tokens, output_tokens=len(pieces) * len(choices)),
         )
 
     async def aclose(self) -> None:
         return None
+
+
+SPEC = ProviderType(
+    name="echo",
+    options=Options,
+    create=EchoProvider,
+    capabilities=frozenset({"chat"}),
+    default_models=("echo",),
+)

@@ -1,55 +1,162 @@
-"""The errors a provider raises at its boundary.
+"""The errors a provider raises at its boundary, and the one policy for upstream failures.
 
-Every transport or upstream failure is mapped once, inside the adapter, into this tree::
+Every transport or upstream failure is mapped once, inside the adapter, into this tree. Each
+class says, as attributes, what the gateway does with it: whether another attempt at the same
+deployment may succeed (``retryable``), whether the request itself is at fault so that no other
+model would do better (``client_fault``), whether it shows the deployment is unhealthy
+(``counts_against_breaker``), and what the client gets (``status``, ``code``)::
 
-    ProviderError
-    ├── UpstreamStatusError      the upstream answered with a non-2xx status
-    ├── UpstreamConnectError     no connection could be made
-    ├── UpstreamTimeout          connect, first-token, idle or total time ran out
-    ├── UpstreamStreamError      the upstream sent a ``data: {"error": ...}`` frame
-    └── UpstreamProtocolError    malformed or truncated output
+    ProviderError                          retry  client  breaker  client gets
+    ├── UpstreamStatusError                (made by status_error(); never raised as itself)
+    │   ├── UpstreamRejected  400 409 422     -      yes      -     400 (404 model_not_found, 413)
+    │   ├── UpstreamAuthFailed  401 403       -       -       -     502 upstream_auth_failed
+    │   ├── UpstreamRateLimited  429         yes      -       -     429 rate_limit_exceeded
+    │   └── UpstreamServerError  5xx, other  5xx*     -      yes    502 upstream_error
+    ├── UpstreamConnectError                 yes      -      yes    502 upstream_unavailable
+    ├── UpstreamTimeout                      c/ft     -      yes    504 <phase>_timeout
+    ├── UpstreamStreamError                   -       -      yes    502 upstream_error
+    ├── UpstreamProtocolError                 -       -      yes    502 upstream_malformed,
+    │                                                               upstream_truncated, ...
+    └── PoolExhausted                         -       -       -     503 pool_exhausted
+
+    * 408, 500, 502, 503, 504 and 529 are retried; c/ft: connect and first-token timeouts.
 
 Messages are written for the client: they never contain upstream bodies verbatim or keys.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class ProviderError(Exception):
-    """Base class; ``retryable`` says whether another attempt may succeed."""
+    """Base class: a failure of the upstream (or of the provider code), not of the gateway."""
 
-    retryable = False
+    retryable: bool = False
+    client_fault: ClassVar[bool] = False
+    counts_against_breaker: bool = True
+    status: int = 502
+    code: str = "upstream_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if code is not None:
+            self.code = code
 
 
 class UpstreamStatusError(ProviderError):
+    """The upstream answered with a non-2xx status (``upstream_status``)."""
+
     def __init__(self, message: str, *, status: int, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.upstream_status = status
         self.retry_after = retry_after
-        self.retryable = status in (429, 500, 502, 503, 504)
+
+
+class UpstreamRejected(UpstreamStatusError):
+    """The upstream refused the request itself: any other attempt would get the same."""
+
+    client_fault = True
+    counts_against_breaker = False
+    code = "upstream_rejected_request"
+
+    def __init__(self, message: str, *, status: int, retry_after: float | None = None) -> None:
+        super().__init__(message, status=status, retry_after=retry_after)
+        if status == 404:
+            self.status, self.code = 404, "model_not_found"
+        elif status == 413:
+            self.status = 413
+        else:
+            self.status = 400
+
+
+class UpstreamAuthFailed(UpstreamStatusError):
+    """The upstream refused the gateway's credentials: the operator's problem, not the client's."""
+
+    counts_against_breaker = False
+    code = "upstream_auth_failed"
+
+
+class UpstreamRateLimited(UpstreamStatusError):
+    retryable = True
+    counts_against_breaker = False
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class UpstreamServerError(UpstreamStatusError):
+    def __init__(self, message: str, *, status: int, retry_after: float | None = None) -> None:
+        super().__init__(message, status=status, retry_after=retry_after)
+        self.retryable = status in RETRIED_STATUSES
 
 
 class UpstreamConnectError(ProviderError):
+    """No connection could be made: nothing reached the upstream."""
+
     retryable = True
+    code = "upstream_unavailable"
 
 
 class UpstreamTimeout(ProviderError):
+    status = 504
+
     def __init__(self, message: str, *, phase: str) -> None:
-        super().__init__(message)
+        super().__init__(message, code=f"{phase}_timeout")
         self.phase = phase
         # A connect or first-token timeout produced nothing: another try is safe.
         self.retryable = phase in ("connect", "first_token")
 
 
 class UpstreamStreamError(ProviderError):
-    pass
+    """The upstream reported an error inside its stream."""
 
 
 class UpstreamProtocolError(ProviderError):
-    def __init__(self, message: str, *, code: str = "upstream_protocol_error") -> None:
-        super().__init__(message)
-        self.code = code
+    """Malformed, truncated or otherwise broken output; also a provider's own bug."""
+
+    code = "upstream_protocol_error"
+
+
+class PoolExhausted(ProviderError):
+    """No upstream connection became free in time: the gateway is busy, not the upstream."""
+
+    counts_against_breaker = False
+    status = 503
+    code = "pool_exhausted"
+
+
+RETRIED_STATUSES = frozenset({408, 500, 502, 503, 504, 529})
+REJECTED_STATUSES = frozenset({400, 404, 409, 413, 422})
+
+
+def status_error(
+    status: int, *, provider: str, detail: str = "", retry_after: float | None = None
+) -> UpstreamStatusError:
+    """The error for an upstream's non-2xx ``status``: the one place statuses are classified.
+
+    ``detail`` (the upstream's own message, already redacted) is shown only when the request
+    itself was refused, since only then does it tell the client something it can fix.
+    """
+    if status in REJECTED_STATUSES:
+        message = f"the upstream rejected the request (HTTP {status})"
+        return UpstreamRejected(
+            message + (": " + detail if detail else ""), status=status, retry_after=retry_after
+        )
+    if status in (401, 403):
+        return UpstreamAuthFailed(
+            f"the upstream of provider '{provider}' refused the gateway's credentials "
+            f"(HTTP {status}); check the provider's API key",
+            status=status,
+        )
+    if status == 429:
+        return UpstreamRateLimited(
+            f"the upstream of provider '{provider}' is rate limiting (HTTP 429)",
+            status=status,
+            retry_after=retry_after,
+        )
+    return UpstreamServerError(
+        f"the upstream of provider '{provider}' failed (HTTP {status})",
+        status=status,
+        retry_after=retry_after,
+    )

@@ -1,77 +1,169 @@
-"""A lean HTTP/1.1 transport for httpx: asyncio protocol, httptools parser, LIFO keep-alive pool.
+"""Our own HTTP/1.1 upstream transport: asyncio protocol, httptools parser, LIFO keep-alive pool.
 
-httpx stays the client API of the providers; this replaces httpcore's connection pool, whose
-bookkeeping scans every request against every connection on each acquire and release and so
-degrades under concurrency. Here acquiring a connection is a pop from a list of idle ones.
+Providers encode a request head once and call :meth:`PoolTransport.exchange` with it; httpx is
+used only to parse URLs and to build its default (certifi) TLS context. httpcore's pool scans
+every request against every connection on each acquire and release and so degrades under
+concurrency; here taking a connection is a pop from a list of idle ones.
 
-Failures are raised as httpx's own exceptions (``ConnectError``, ``ConnectTimeout``,
-``ReadError``, ``RemoteProtocolError``, ``WriteError``), so callers map them as usual.
+Failures are raised as this module's own errors, each ``from`` the exception behind it (so
+``__cause__`` keeps the OS or TLS reason); their messages never contain request bytes::
+
+    TransportError
+    ├── ConnectFailed        no connection could be made (refused, DNS, TLS); nothing was sent
+    │   └── ConnectTimedOut
+    ├── PoolTimedOut         no connection slot became free within pool_timeout; nothing was
+    │                        sent; the gateway's limit, not the upstream's fault
+    ├── NoResponse           the request was (or may have been) sent and the connection closed
+    │                        before any response byte: the upstream may have processed it
+    ├── ResponseBroken       the connection closed or failed after part of the response
+    └── MalformedResponse    the response is not HTTP/1.1 that httptools can parse
+
+A request is never sent twice. A pooled connection is checked before anything is written to
+it: one that the upstream closed while it sat idle (its close already seen by the loop, or
+pending on the socket: one non-blocking ``poll``), or that outlived ``keepalive_expiry``, is
+closed and skipped, and the request goes to the next idle connection or a new one. Once
+written, a request that gets no answer is :class:`NoResponse`, whatever the connection's age.
+
+A response with neither ``Content-Length`` nor chunked framing ends when the upstream closes
+the connection (RFC 9112 §6.3), and that connection is not reused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import select
+import socket
 import ssl
+import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import httptools
 import httpx
 
+__all__ = [
+    "ConnectFailed",
+    "ConnectTimedOut",
+    "MalformedResponse",
+    "NoResponse",
+    "PoolTimedOut",
+    "PoolTransport",
+    "RawResponse",
+    "ResponseBroken",
+    "TransportError",
+]
+
 _HIGH_WATER = 256 * 1024  # buffered response bytes before we stop reading from the socket
+_HAS_POLL = hasattr(select, "poll")  # not on Windows: there only a close the loop saw counts
+
+
+class TransportError(Exception):
+    """Base class of every failure of an exchange with an upstream."""
+
+
+class ConnectFailed(TransportError):
+    """No connection could be made (refused, DNS, TLS handshake); nothing was sent."""
+
+
+class ConnectTimedOut(ConnectFailed):
+    """Connecting (TLS handshake included) took longer than ``connect_timeout``."""
+
+
+class PoolTimedOut(TransportError):
+    """No connection slot became free within ``pool_timeout``; nothing was sent."""
+
+
+class NoResponse(TransportError):
+    """The connection closed after the request was (or may have been) sent, before any answer."""
+
+
+class ResponseBroken(TransportError):
+    """The connection closed or failed after part of the response had arrived."""
+
+
+class MalformedResponse(TransportError):
+    """The upstream's bytes are not an HTTP/1.1 response."""
+
+
+def _caused(error: TransportError, cause: BaseException | None) -> TransportError:
+    """``error`` as if raised ``from cause`` (it is raised later, in the waiting task)."""
+    error.__cause__ = cause
+    error.__suppress_context__ = True
+    return error
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; carries one request at a time."""
+    """One keep-alive connection; carries one exchange at a time."""
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         # Kept: asyncio.get_running_loop() checks the process id (a syscall) on every call.
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)  # resets itself after each message
         self.closed = False
+        self.idle = False  # in the pool's idle list
+        self.expires_at = 0.0  # when idle: time.monotonic() after which it is not reused
+        self._poll: select.poll | None = None
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._chunks: deque[bytes] = deque()
-        self._reset()
-
-    def _reset(self) -> None:
-        """Fresh state for the next exchange on this connection."""
-        self.parser = httptools.HttpResponseParser(self)
-        self._error: Exception | None = None
-        self._head: asyncio.Future[None] | None = None
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._chunks.clear()
         self._buffered = 0
-        self._complete = False
+        # State of the current exchange; "complete" also while idle, so that bytes nobody
+        # asked for are noticed (on_message_begin) and a close is no one's failure.
+        self._error: TransportError | None = None
+        self._status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_done = False
+        self.complete = True
         self._keep_alive = False
-        self.got_bytes = False
-        if self._paused and self.transport is not None:
-            # Released with unread body bytes after reading was paused: read again.
-            self._paused = False
-            self.transport.resume_reading()
+        self._keep_alive_hint: float | None = None
+        self._got_bytes = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if _HAS_POLL and sock is not None:
+            # Both loops give the raw socket's fd (asyncio's TransportSocket, uvloop's
+            # PseudoSocket); neither allows recv(MSG_PEEK) on it, but poll needs only the fd.
+            self._poll = select.poll()
+            self._poll.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
+        self._got_bytes = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed response from upstream: {exc}"))
-            self.close()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self.complete:
+                reason = exc.__context__ if isinstance(exc.__context__, TransportError) else exc
+                self._fail(
+                    MalformedResponse(f"malformed response from {self.pool.where}: {reason}"), exc
+                )
+            self.abort()  # unusable, also when the bytes came after a complete response
 
     def connection_lost(self, exc: Exception | None) -> None:
+        by_us = self.closed
         self.closed = True
-        if not self._complete:
-            if self.got_bytes:
-                self._fail(httpx.ReadError("connection closed mid-response"))
+        self.pool.discard(self)
+        self._poll = None  # the fd is about to be closed, and maybe reused
+        if not self.complete and self._error is None:
+            where = self.pool.where
+            if by_us:
+                error: TransportError = (ResponseBroken if self._got_bytes else NoResponse)(
+                    f"the connection to {where} was closed by the gateway"
+                )
+                self._fail(error, exc)
+            elif exc is None and self._head_done and not _framed(self._headers):
+                self.complete = True  # a close-delimited body ends here
+                self._wake()
+            elif self._got_bytes:
+                self._fail(ResponseBroken(f"{where} closed the connection mid-response"), exc)
             else:
-                self._fail(httpx.RemoteProtocolError("server disconnected without a response"))
+                self._fail(NoResponse(f"{where} closed the connection without a response"), exc)
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 
@@ -84,12 +176,25 @@ class _Connection(asyncio.Protocol):
         self._writable = None
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise MalformedResponse("bytes after the end of the response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        if len(name) == 10 and name.lower() == b"keep-alive":
+            self._keep_alive_hint = _timeout_hint(value)
 
     def on_headers_complete(self) -> None:
-        if self._head is not None and not self._head.done():
-            self._head.set_result(None)
+        status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise MalformedResponse("an upgrade nobody asked for (101)")
+            self._headers = []  # an interim response (100, 103): the real one follows
+            return
+        self._status = status
+        self._head_done = True
+        self._wake()
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
@@ -100,50 +205,64 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if not self._head_done:
+            return  # the end of an interim response
         # Only meaningful inside the parser's callbacks: read it now, not after.
         self._keep_alive = self.parser.should_keep_alive()
-        self._complete = True
+        self.complete = True
         self._wake()
 
-    # used by the transport
+    # used by the pool and the response
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: TransportError, cause: BaseException | None) -> None:
         if self._error is None:
-            self._error = error
-        if self._head is not None and not self._head.done():
-            self._head.set_exception(error)
+            self._error = _caused(error, cause)
         self._wake()
 
+    async def _wait(self) -> None:
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
     async def send(self, head: bytes, body: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """Write one request; return the status and headers of its response."""
         assert self.transport is not None
-        self._reset()
-        self._head = self._loop.create_future()
-        self.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
+        if self.closed:  # a new connection the upstream spoke on, or closed, before we did
+            raise ConnectFailed(f"{self.pool.where} closed the connection before the request")
+        self._error = None
+        self._headers = []
+        self._head_done = False
+        self.complete = False
+        self._keep_alive = False
+        self._keep_alive_hint = None
+        self._got_bytes = False
+        if len(body) < 65536:
+            self.transport.write(head + body)
+        else:
+            self.transport.write(head)
             self.transport.write(body)
         if self._writable is not None:
             await self._writable
-        if self.closed and self._error is None:
-            raise httpx.WriteError("connection closed while sending")
-        await self._head
-        return self.parser.get_status_code(), self._headers
+        while not self._head_done:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+        return self._status, self._headers
 
     async def read(self) -> bytes:
         """The next piece of the response body; ``b""`` once it is complete."""
         chunks = self._chunks
         while not chunks:
-            if self._complete:
+            if self.complete:
                 return b""
             if self._error is not None:
                 raise self._error
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
         chunk = chunks.popleft()
         self._buffered -= len(chunk)
         if self._paused and self._buffered < _HIGH_WATER // 2 and self.transport:
@@ -152,13 +271,75 @@ class _Connection(asyncio.Protocol):
         return chunk
 
     def reusable(self) -> bool:
-        return self._complete and self._keep_alive and not self.closed
+        return self.complete and self._keep_alive and not self.closed
+
+    def rest(self, expiry: float) -> None:
+        """Become idle: drop unread body bytes, read again, expire ``expiry`` s from now."""
+        self._chunks.clear()
+        self._buffered = 0
+        if self._paused and self.transport is not None:
+            # Released with unread body bytes after reading was paused: read again, so that
+            # a close while idle is seen.
+            self._paused = False
+            self.transport.resume_reading()
+        hint = self._keep_alive_hint
+        if hint is not None and hint < expiry:
+            expiry = hint
+        self.expires_at = time.monotonic() + expiry
+
+    def alive(self, now: float) -> bool:
+        """Whether this idle connection can carry a request: not expired, nothing to read.
+
+        An idle connection has nothing to read unless the upstream closed it (EOF or reset)
+        or sent bytes nobody asked for: either way it must not carry a request. The loop may
+        have seen that already (the transport is closing; uvloop may have closed the fd) or
+        not yet (the socket polls readable).
+        """
+        assert self.transport is not None
+        return (
+            self.expires_at > now
+            and not self.transport.is_closing()
+            and not (self._poll is not None and self._poll.poll(0))
+        )
 
     def close(self) -> None:
+        """Close politely (an idle connection)."""
         if not self.closed:
             self.closed = True
+            self.pool.discard(self)
             if self.transport is not None:
                 self.transport.close()
+
+    def abort(self) -> None:
+        """Drop a connection in the middle of an exchange: no flushing of a pending write."""
+        if not self.closed:
+            self.closed = True
+            self.pool.discard(self)
+            if self.transport is not None:
+                self.transport.abort()
+
+
+def _framed(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a response head says where its body ends (otherwise: at connection close)."""
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length":
+            return True
+        if name == b"transfer-encoding":
+            return value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+    return False
+
+
+def _timeout_hint(value: bytes) -> float | None:
+    """From ``Keep-Alive: timeout=5, max=100``: how long to keep the connection, with margin."""
+    for part in value.split(b","):
+        key, _, number = part.partition(b"=")
+        if key.strip().lower() == b"timeout":
+            try:
+                return max(0.0, float(number) - 1.0)  # a second less than the upstream waits
+            except ValueError:
+                return None
+    return None
 
 
 class RawResponse:
@@ -183,7 +364,10 @@ class RawResponse:
         return None
 
     async def read(self) -> bytes:
-        """The next piece of the body as it arrives; ``b""`` once it is complete."""
+        """The next piece of the body as it arrives; ``b""`` once it is complete.
+
+        Raises :class:`ResponseBroken` or :class:`MalformedResponse`.
+        """
         return await self._connection.read()
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
@@ -192,36 +376,80 @@ class RawResponse:
             yield chunk
 
     async def aclose(self) -> None:
+        """Give the connection back: to the idle list if the body was complete, else closed."""
         if not self._released:
             self._released = True
             self._pool.release(self._connection)
 
 
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, response: RawResponse) -> None:
-        self._response = response
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.aiter_raw():
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
-
-
 class _Pool:
-    """Connections to one origin: idle ones in a LIFO list, a bound on how many exist."""
+    """Connections to one origin: idle ones in a LIFO list, a bound on how many exist.
+
+    A slot is the right to hold one connection for one exchange; ``free`` counts the slots
+    nobody holds. A released slot goes to the longest waiter first.
+    """
 
     def __init__(
-        self, scheme: str, host: str, port: int, *, limit: int, ssl_context: ssl.SSLContext | None
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        *,
+        limit: int,
+        keepalive_expiry: float,
+        ssl_context: ssl.SSLContext | None,
     ) -> None:
         self.host = host
         self.port = port
+        self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.ssl_context = ssl_context if scheme == "https" else None
-        self.idle: list[_Connection] = []
-        self.slots = asyncio.Semaphore(limit)
+        self.limit = limit
+        self.free = limit
+        self.keepalive_expiry = keepalive_expiry
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.idle: deque[_Connection] = deque()  # oldest first
         self.connections: set[_Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
+    # slots
+    async def wait_for_slot(
+        self, pool_timeout: float | None, on_queue: Callable[[bool], None] | None
+    ) -> None:
+        """Wait until a slot is handed over (called only when none is free)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if on_queue is not None:
+            on_queue(True)
+        self.waiters.append(waiter)
+        try:
+            async with asyncio.timeout(pool_timeout):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.release_slot()  # handed a slot just as the wait ended: pass it on
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):  # release_slot() may have dropped it
+                    self.waiters.remove(waiter)
+            if isinstance(exc, TimeoutError):
+                raise PoolTimedOut(
+                    f"no connection to {self.where} became free within {pool_timeout} s "
+                    f"({self.limit} in use)"
+                ) from exc
+            raise
+        finally:
+            if on_queue is not None:
+                on_queue(False)
+
+    def release_slot(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+    # connections
     async def connect(self, connect_timeout: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
@@ -233,49 +461,101 @@ class _Pool:
                     ssl=self.ssl_context,
                     server_hostname=self.host if self.ssl_context else None,
                 )
-        except TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out") from None
-        except OSError as exc:
-            raise httpx.ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+        except TimeoutError as exc:
+            raise ConnectTimedOut(
+                f"connecting to {self.where} timed out after {connect_timeout} s"
+            ) from exc
+        except OSError as exc:  # ssl.SSLError and socket.gaierror are OSErrors too
+            raise ConnectFailed(_connect_failure(exc, self.host, self.where)) from exc
         self.connections.add(connection)
         return connection
 
     def acquire_idle(self) -> _Connection | None:
-        while self.idle:
-            connection = self.idle.pop()
-            if not connection.closed:
+        """The most recently used idle connection that can carry a request, if any."""
+        idle = self.idle
+        if not idle:
+            return None
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            connection.idle = False
+            if connection.alive(now):
                 return connection
-            self.connections.discard(connection)
+            connection.close()
         return None
-
-    def forget(self, connection: _Connection) -> None:
-        connection.close()
-        self.connections.discard(connection)
 
     def release(self, connection: _Connection) -> None:
         if connection.reusable():
+            connection.rest(self.keepalive_expiry)
+            connection.idle = True
             self.idle.append(connection)
+            if self._sweeper is None:
+                self._sweeper = connection._loop.call_later(self.keepalive_expiry, self._sweep)
+        elif connection.complete:
+            connection.close()  # the upstream said "connection: close"
         else:
+            connection.abort()  # released mid-response
+        self.release_slot()
+
+    def discard(self, connection: _Connection) -> None:
+        """Forget a closed connection."""
+        self.connections.discard(connection)
+        if connection.idle:
+            connection.idle = False
+            self.idle.remove(connection)
+
+    def _sweep(self) -> None:
+        """Close idle connections that expired while no request came to take them."""
+        self._sweeper = None
+        now = time.monotonic()
+        for connection in [c for c in self.idle if c.expires_at <= now]:
             connection.close()
-            self.connections.discard(connection)
-        self.slots.release()
+        if self.idle:
+            delay = max(min(c.expires_at for c in self.idle) - now, 1.0)
+            self._sweeper = self.idle[0]._loop.call_later(delay, self._sweep)
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for connection in list(self.connections):
-            connection.close()
+            connection.abort()
         self.connections.clear()
         self.idle.clear()
 
 
-class PoolTransport(httpx.AsyncBaseTransport):
+def _connect_failure(exc: OSError, host: str, where: str) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {host}: {exc.strerror}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the TLS certificate of {where} is not trusted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {where} failed: {exc.reason or exc}"
+    return f"cannot connect to {where}: {exc.strerror or exc}"
+
+
+class PoolTransport:
     """HTTP/1.1 only, no proxies; ``max_connections`` per origin.
 
     TLS verifies certificates against certifi's bundle (as httpx does), or against
-    ``ca_bundle`` (a PEM file) for upstreams behind a private CA.
+    ``ca_bundle`` (a PEM file) for upstreams behind a private CA. An idle connection is closed
+    after ``keepalive_expiry`` seconds, or a second before the upstream's ``Keep-Alive:
+    timeout=N`` if that is sooner. The default stays under the 5 s that uvicorn (so vLLM) and
+    Node servers keep idle connections without saying so: a request written just as the
+    upstream closes would get no answer, and it is never sent twice.
     """
 
-    def __init__(self, *, max_connections: int = 1024, ca_bundle: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 1024,
+        ca_bundle: str | None = None,
+        keepalive_expiry: float = 4.0,
+    ) -> None:
         self._limit = max_connections
+        self._keepalive_expiry = keepalive_expiry
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._ca_bundle = ca_bundle
         self._ssl_context: ssl.SSLContext | None = None
@@ -295,7 +575,12 @@ class PoolTransport(httpx.AsyncBaseTransport):
                 )
                 self._ssl_context.set_alpn_protocols(["http/1.1"])
             pool = self._pools[key] = _Pool(
-                url.scheme, url.host, port, limit=self._limit, ssl_context=self._ssl_context
+                url.scheme,
+                url.host,
+                port,
+                limit=self._limit,
+                keepalive_expiry=self._keepalive_expiry,
+                ssl_context=self._ssl_context,
             )
         return pool
 
@@ -307,71 +592,36 @@ class PoolTransport(httpx.AsyncBaseTransport):
         *,
         connect_timeout: float | None = None,
         pool_timeout: float | None = None,
+        on_queue: Callable[[bool], None] | None = None,
     ) -> RawResponse:
         """Send an encoded request head and body; return once the response head arrived.
 
+        When all ``max_connections`` slots are taken, ``on_queue(True)`` is called as the
+        request starts to wait for one and ``on_queue(False)`` when the wait ends, however it
+        ends. Raises :class:`PoolTimedOut`, :class:`ConnectFailed` (:class:`ConnectTimedOut`),
+        :class:`NoResponse`, :class:`ResponseBroken` or :class:`MalformedResponse`.
+
         The caller must ``aclose()`` the response, which returns the connection to the pool.
+        Not for ``HEAD`` requests: the parser would expect the body their head announces.
         """
+        if pool.free:
+            pool.free -= 1
+        else:
+            await pool.wait_for_slot(pool_timeout, on_queue)
+        connection = None
         try:
-            async with asyncio.timeout(pool_timeout):
-                await pool.slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no upstream connection free in time") from None
-        connection = pool.acquire_idle()
-        try:
-            if connection is not None:
-                try:
-                    status, headers = await connection.send(head, body)
-                except (httpx.RemoteProtocolError, httpx.WriteError):
-                    # The server closed this idle connection before reading our request, so it
-                    # never saw it: one more try on a fresh connection is safe.
-                    if connection.got_bytes:
-                        raise
-                    pool.forget(connection)
-                    connection = None
+            connection = pool.acquire_idle()
             if connection is None:
                 connection = await pool.connect(connect_timeout)
-                status, headers = await connection.send(head, body)
+            status, headers = await connection.send(head, body)
         except BaseException:
             if connection is not None:
-                pool.forget(connection)
-            pool.slots.release()
+                connection.abort()
+            pool.release_slot()
             raise
         return RawResponse(status, headers, connection, pool)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        body = await request.aread()
-        response = await self.exchange(
-            self.origin(request.url),
-            _request_head(request, body),
-            body,
-            connect_timeout=timeouts.get("connect"),
-            pool_timeout=timeouts.get("pool"),
-        )
-        return httpx.Response(
-            response.status,
-            headers=response.headers,
-            stream=_Body(response),
-            extensions={"http_version": b"HTTP/1.1"},
-        )
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
-
-
-def _request_head(request: httpx.Request, body: bytes) -> bytes:
-    target = request.url.raw_path
-    lines = [request.method.encode() + b" " + target + b" HTTP/1.1"]
-    has_length = False
-    for name, value in request.headers.raw:
-        if name.lower() == b"content-length":
-            has_length = True
-        elif name.lower() == b"transfer-encoding":
-            continue  # the body is sent whole, with its length
-        lines.append(name + b": " + value)
-    if not has_length and (body or request.method in ("POST", "PUT", "PATCH")):
-        lines.append(b"content-length: " + str(len(body)).encode())
-    return b"\r\n".join(lines) + b"\r\n\r\n"

@@ -1,47 +1,78 @@
 """The OpenAI-compatible provider: OpenAI, vLLM, Ollama, llama.cpp, DeepSeek, Groq, ...
 
-One connection pool per provider (:mod:`providers.http1`, an httpx transport, used directly
-with a request head encoded once). A streaming client's request streams from the upstream
-with usage always asked for (a client that did not ask for usage never sees the usage chunk:
-the gateway drops it); a non-streaming client's request is one upstream call, whose answer
-(usage included) is yielded as chunks all the same. Transport and upstream failures are
-mapped here, once, into :mod:`providers.errors`.
+Requests go through the gateway's connection pool (:mod:`providers.http1`) with a request head
+encoded once. A streaming client's request streams from the upstream with usage always asked
+for; a non-streaming client's request is one upstream call, whose answer is yielded as chunks
+all the same. Upstream chunks are checked for shape and turned into the normalized stream here
+(:mod:`providers.openai_chunks`); transport failures are mapped once, in :func:`_mapped`, and
+statuses by :func:`providers.errors.status_error`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import httpx
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from providers.base import ChatRequest, Chunk, ProviderConfig
+from providers import http1
+from providers.base import ChatRequest, Chunk
 from providers.errors import (
+    PoolExhausted,
     ProviderError,
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamStreamError,
     UpstreamTimeout,
+    status_error,
 )
-from providers.http1 import PoolTransport, RawResponse
-from providers.sse import SSEDecoder
+from providers.openai_chunks import ChunkReader, completion_to_chunks, malformed
+from providers.spec import ProviderContext, ProviderType
+from providers.sse import SSEDecoder, SSEError
 
 _MAX_ERROR_BODY = 64 * 1024
+_MAX_JSON_BODY = 64 * 1024 * 1024
 _TOKENISH = re.compile(r"\b(?:sk|pk|key|tok|token|gsk|xai)[-_][A-Za-z0-9_\-]{6,}", re.I)
 
 
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(description="the upstream's OpenAI API root, e.g. http://host/v1")
+    api_key: SecretStr | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        try:
+            httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a valid URL ({exc})") from None
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _header_value(value.get_secret_value())
+        return value
+
+
 class OpenAICompatProvider:
-    def __init__(self, config: ProviderConfig) -> None:
-        self.name = config.name
-        self.models = config.models
-        url = httpx.URL(str(config.options["base_url"]).rstrip("/") + "/chat/completions")
-        api_key = config.options.get("api_key")
-        self._secret = str(api_key) if api_key else None
+    def __init__(self, context: ProviderContext, options: Options) -> None:
+        self.name = context.name
+        self.models = context.models
+        url = httpx.URL(options.base_url.rstrip("/") + "/chat/completions")
+        self._secret = options.api_key.get_secret_value() if options.api_key else None
         self._secret_pieces = _pieces_pattern(self._secret) if self._secret else None
         headers = [
             (b"host", url.netloc),
@@ -52,145 +83,125 @@ class OpenAICompatProvider:
         ]
         if self._secret:
             headers.append((b"authorization", b"Bearer " + _header_value(self._secret)))
-        # Everything but the body's length is the same for every request: encoded once.
+        # Everything but the body's length and the request id is the same for every request.
         self._head = (
             b"POST "
             + url.raw_path
             + b" HTTP/1.1\r\n"
             + b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         )
-        self._connect_timeout = config.timeouts.connect
-        self._transport = PoolTransport(
-            max_connections=int(config.options.get("max_connections", 1024)),
-            ca_bundle=config.options.get("ca_bundle"),
-        )
+        self._transport = context.transport
+        self._connect_timeout = context.connect_timeout
+        self._pool_timeout = context.pool_timeout
         self._origin = self._transport.origin(url)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = request.body.copy()
         body["model"] = request.model
         if request.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         content = orjson.dumps(body)
-        head = self._head + b"content-length: " + str(len(content)).encode() + b"\r\n\r\n"
-        try:
+        head = self._head + b"content-length: " + str(len(content)).encode() + b"\r\n"
+        if request.request_id:
+            head += b"x-request-id: " + request.request_id.encode("latin-1") + b"\r\n"
+        with self._mapped(before_head=True):
             response = await self._transport.exchange(
-                self._origin, head, content, connect_timeout=self._connect_timeout
+                self._origin,
+                head + b"\r\n",
+                content,
+                connect_timeout=self._connect_timeout,
+                pool_timeout=self._pool_timeout,
+                on_queue=request.on_queue,
             )
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(
-                f"connecting to the upstream of provider '{self.name}' timed out", phase="connect"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamConnectError(
-                f"the upstream of provider '{self.name}' is unreachable ({exc.__class__.__name__})"
-            ) from None
         try:
             if response.status != 200:
                 raise await self._status_error(response)
             content_type = response.header(b"content-type") or ""
             if content_type.startswith("application/json"):
                 # A non-streamed answer (asked for, or an upstream that ignores stream=true).
-                for chunk in _completion_to_chunks(await self._read_json(response)):
+                with self._mapped(before_head=False):
+                    raw = await _read_limited(response, limit=_MAX_JSON_BODY)
+                for chunk in completion_to_chunks(_json_object(raw)):
                     yield chunk
                 return
-            # Read, decode and check in one loop: this runs once per streamed chunk.
+            # Read, decode and convert in one loop: this runs once per streamed chunk.
             decoder = SSEDecoder()
-            unfinished: set[int] = set()
-            finished = False
+            reader = ChunkReader()
             while True:
-                try:
+                with self._mapped(before_head=False):
                     data = await response.read()
-                except httpx.HTTPError as exc:
-                    raise _mid_response_error(exc) from None
-                for event in decoder.feed(data) if data else decoder.flush():
+                try:
+                    events = decoder.feed(data) if data else decoder.flush()
+                except SSEError as exc:
+                    raise malformed(str(exc)) from exc
+                for event in events:
                     if event == b"[DONE]":
                         return
-                    chunk = self._parse(event)
-                    for choice in chunk.choices:
-                        if choice.get("finish_reason"):
-                            unfinished.discard(choice.get("index", 0))
-                            finished = True
-                        else:
-                            unfinished.add(choice.get("index", 0))
-                    yield chunk
+                    yield reader.read(self._event(event))
                 if not data:
                     break
-            if not finished or unfinished:
-                raise UpstreamProtocolError(
-                    "the upstream closed the stream before it finished", code="upstream_truncated"
-                )
+            reader.check_finished()
         finally:
             await response.aclose()
 
-    def _parse(self, event: bytes) -> Chunk:
+    def _event(self, event: bytes) -> dict[str, Any]:
         try:
             data = orjson.loads(event)
         except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(
-                "the upstream sent an event that is not valid JSON", code="upstream_malformed"
-            ) from None
-        if not isinstance(data, dict):
-            raise UpstreamProtocolError(
-                "the upstream sent an event that is not a JSON object", code="upstream_malformed"
-            )
+            raise malformed("the upstream sent an event that is not valid JSON") from None
+        if type(data) is not dict:
+            raise malformed("the upstream sent an event that is not a JSON object")
         error = data.get("error")
         if error is not None:
             detail = error.get("message") if isinstance(error, dict) else error
             raise UpstreamStreamError(
                 "the upstream reported an error mid-stream: " + self._redact(str(detail))
             )
-        choices = data.get("choices") or []
-        if not isinstance(choices, list):
-            raise UpstreamProtocolError(
-                "the upstream sent a chunk whose choices are not a list",
-                code="upstream_malformed",
-            )
-        return Chunk(
-            choices=choices,
-            usage=data.get("usage"),
-            system_fingerprint=data.get("system_fingerprint"),
-        )
-
-    async def _read_json(self, response: RawResponse) -> dict[str, Any]:
-        try:
-            raw = await _read_limited(response, limit=None)
-        except httpx.HTTPError as exc:
-            raise _mid_response_error(exc) from None
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise UpstreamProtocolError(
-                "the upstream answered with JSON that is not a chat completion",
-                code="upstream_malformed",
-            )
         return data
 
-    async def _status_error(self, response: RawResponse) -> UpstreamStatusError:
-        status = response.status
+    @contextlib.contextmanager
+    def _mapped(self, *, before_head: bool) -> Iterator[None]:
+        """Transport failures -> the provider error tree, keeping the cause."""
         try:
-            raw = await _read_limited(response)
-        except httpx.HTTPError:
-            raw = b""
-        retry_after = _retry_after(response.header(b"retry-after"))
-        if status in (400, 404, 409, 413, 422):
-            detail = _upstream_message(raw)
-            message = f"the upstream rejected the request (HTTP {status})"
-            if detail:
-                message += ": " + self._redact(detail)
-        elif status in (401, 403):
-            message = (
-                f"the upstream of provider '{self.name}' refused the gateway's credentials "
-                f"(HTTP {status}); check the provider's API key"
+            yield
+        except http1.TransportError as exc:
+            raise self._transport_error(exc, before_head=before_head) from exc
+
+    def _transport_error(self, exc: http1.TransportError, *, before_head: bool) -> ProviderError:
+        where = f"the upstream of provider '{self.name}'"
+        if isinstance(exc, http1.ConnectTimedOut):
+            return UpstreamTimeout(f"connecting to {where} timed out", phase="connect")
+        if isinstance(exc, http1.ConnectFailed):
+            return UpstreamConnectError(f"{where} is unreachable")
+        if isinstance(exc, http1.PoolTimedOut):
+            return PoolExhausted(
+                f"every connection to {where} stayed busy; try again later or raise the "
+                "provider's MAX_CONNECTIONS"
             )
-        elif status == 429:
-            message = f"the upstream of provider '{self.name}' is rate limiting (HTTP 429)"
-        else:
-            message = f"the upstream of provider '{self.name}' failed (HTTP {status})"
-        return UpstreamStatusError(message, status=status, retry_after=retry_after)
+        if isinstance(exc, http1.MalformedResponse):
+            return UpstreamProtocolError(
+                f"{where} sent a malformed HTTP response", code="upstream_malformed"
+            )
+        if before_head:  # the request went out; the upstream may have acted on it: no replay
+            return UpstreamProtocolError(
+                f"{where} closed the connection without answering", code="upstream_disconnected"
+            )
+        return UpstreamProtocolError(
+            f"{where} broke the connection mid-response", code="upstream_truncated"
+        )
+
+    async def _status_error(self, response: http1.RawResponse) -> UpstreamStatusError:
+        try:
+            raw = await _read_limited(response, limit=_MAX_ERROR_BODY)
+        except http1.TransportError:
+            raw = b""
+        return status_error(
+            response.status,
+            provider=self.name,
+            detail=self._redact(_upstream_message(raw)),
+            retry_after=_retry_after(response.header(b"retry-after")),
+        )
 
     def _redact(self, text: str) -> str:
         """Upstream text without our key: whole, in part (12+ characters), in any case."""
@@ -199,29 +210,31 @@ class OpenAICompatProvider:
         return _TOKENISH.sub("[redacted]", text)[:500]
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        return None  # the transport is the gateway's
 
 
-def _mid_response_error(exc: httpx.HTTPError) -> ProviderError:
-    """A transport failure after the upstream's response head arrived."""
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout("reading from the upstream timed out", phase="idle")
-    return UpstreamProtocolError(
-        f"the upstream connection broke mid-response ({exc.__class__.__name__})",
-        code="upstream_truncated",
-    )
-
-
-async def _read_limited(response: RawResponse, *, limit: int | None = _MAX_ERROR_BODY) -> bytes:
+async def _read_limited(response: http1.RawResponse, *, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes (an error body), or malformed past ``limit``."""
     parts: list[bytes] = []
     size = 0
     async for part in response.aiter_raw():
         parts.append(part)
         size += len(part)
-        if limit is not None and size >= limit:
+        if size >= limit:
+            if limit == _MAX_JSON_BODY:
+                raise malformed("the upstream's answer is larger than the gateway accepts")
             break
-    body = b"".join(parts)
-    return body if limit is None else body[:limit]
+    return b"".join(parts)[:limit]
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if type(data) is not dict:
+        raise malformed("the upstream answered with JSON that is not a chat completion")
+    return data
 
 
 def _upstream_message(raw: bytes) -> str:
@@ -254,11 +267,11 @@ def _pieces_pattern(secret: str, size: int = 12) -> re.Pattern[str]:
 def _header_value(value: str) -> bytes:
     """A configured value fit for a header line, or a ValueError naming the problem."""
     if "\r" in value or "\n" in value:
-        raise ValueError("API_KEY must not contain line breaks")
+        raise ValueError("must not contain line breaks")
     try:
         return value.encode("latin-1")
     except UnicodeEncodeError:
-        raise ValueError("API_KEY must be Latin-1 text") from None
+        raise ValueError("must be Latin-1 text") from None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -275,21 +288,9 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _completion_to_chunks(data: dict[str, Any]) -> list[Chunk]:
-    choices = []
-    for choice in data["choices"]:
-        message = dict(choice.get("message") or {})
-        if message.get("refusal") is None:
-            message.pop("refusal", None)
-        choices.append(
-            {
-                "index": choice.get("index", 0),
-                "delta": message,
-                "finish_reason": choice.get("finish_reason") or "stop",
-                "logprobs": choice.get("logprobs"),
-            }
-        )
-    chunks = [Chunk(choices=choices, system_fingerprint=data.get("system_fingerprint"))]
-    if data.get("usage"):
-        chunks.append(Chunk(choices=[], usage=data["usage"]))
-    return chunks
+SPEC = ProviderType(
+    name="openai",
+    options=Options,
+    create=OpenAICompatProvider,
+    capabilities=frozenset({"chat", "tools", "vision", "reasoning"}),
+)

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 from starlette.routing import Route
+from starlette.types import Message
 
 from gateway.app import create_app
-from gateway.asgi import Message
-from gateway.middleware import AuthMiddleware
+from gateway.middleware import AuthMiddleware, static_key_ids
 from gateway.server import HeaderDeadlineProtocol
 from tests.conftest import settings
 from tests.support import rawhttp
@@ -215,7 +215,7 @@ def test_keys_are_compared_in_constant_time_against_every_key(
 
         scope = {"type": "http", "path": "/v1/models", "query_string": b"", "method": "GET"}
         scope["headers"] = [(b"authorization", authorization)]
-        await AuthMiddleware(inner, keys=keys)(scope, receive, send)
+        await AuthMiddleware(inner, keys=static_key_ids(keys))(scope, receive, send)
         return int(sent[0]["status"])
 
     for token, status in [

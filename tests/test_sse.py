@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.sse import SSEDecoder
+from providers.sse import SSEDecoder, SSEError
 
 STREAM = (
     b'data: {"a":1}\n\n'
@@ -42,3 +42,33 @@ def test_a_final_event_without_blank_line_still_counts() -> None:
 def test_empty_data_and_only_comments() -> None:
     assert decode([b": only a comment\n\n: another\n\n"]) == []
     assert decode([b"data:\n\n"]) == [b""]
+
+
+def test_a_line_longer_than_the_limit_is_an_error_however_it_arrives() -> None:
+    line = b": " + b"x" * 99  # 101 bytes, without its line end
+    for parts in ([line], [line[:50], line[50:]], [line[:50], line[50:] + b"\n"]):
+        decoder = SSEDecoder(max_event_bytes=100)
+        with pytest.raises(SSEError, match="line is longer than 100 bytes"):
+            for part in parts:
+                decoder.feed(part)
+    decoder = SSEDecoder(max_event_bytes=100)
+    assert decoder.feed(line[:-1]) == []
+    assert decoder.feed(b"\n") == []  # 100 bytes: at the limit, fine
+
+
+def test_an_event_larger_than_the_limit_is_an_error_even_in_short_lines() -> None:
+    assert decode([b"data: " + b"x" * 100 + b"\n\n"]) == [b"x" * 100]
+    decoder = SSEDecoder(max_event_bytes=100)
+    assert decoder.feed(b"data: " + b"x" * 100 + b"\n\n") == [b"x" * 100]
+    assert decoder.feed(b"data: 123456789\n" * 10) == []  # 99 bytes joined
+    with pytest.raises(SSEError, match="event is larger than 100 bytes"):
+        decoder.feed(b"data: 123456789\n")
+
+
+def test_a_long_line_fed_in_many_pieces_is_joined_once() -> None:
+    decoder = SSEDecoder()
+    pieces = [b"data: "] + [b"x" * 10] * 10_000
+    for piece in pieces:
+        assert decoder.feed(piece) == []
+    assert len(decoder._pending) == len(pieces)  # kept as they came, not re-joined per read
+    assert decoder.feed(b"\n\n") == [b"x" * 100_000]

@@ -23,7 +23,9 @@ chunk if asked for); an N past the end means "just before ``data: [DONE]``".  Be
   finish_reason, no [DONE] [half the JSON body, cleanly ended]
 * ``malformed`` - one good chunk, ``data: {not json``, then the rest as normal
   [body ``{not json``]
+* ``malformed-choices`` - valid JSON of the wrong shape: ``{"choices": [1]}`` [the same body]
 * ``tools`` - a streamed tool call, finish_reason ``tool_calls``
+* ``reasoning`` - ``reasoning_content`` chunks before the answer [``message.reasoning_content``]
 * ``echo-request`` - one content chunk holding the raw request body text
 """
 
@@ -48,7 +50,8 @@ __all__ = ["BEHAVIOURS", "Disconnect", "FaultUpstream", "RecordedRequest", "serv
 BEHAVIOURS = (
     *sse.FRAMINGS,
     *("slow", "no-done", "error-frame", "status", "stall", "slow-first", "slow-first-byte"),
-    *("reset", "truncate", "close-without-finish", "malformed", "tools", "echo-request"),
+    *("reset", "truncate", "close-without-finish", "malformed", "malformed-choices", "tools"),
+    *("reasoning", "echo-request"),
 )
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -202,7 +205,9 @@ class FaultUpstream(Recorder):
         if not stream:
             return await self._whole(call, body, behaviour, arg)
         echo = call.req.raw_body.decode("utf-8", "replace") if behaviour == "echo-request" else None
-        events = sse.stream_events(body, tools=behaviour == "tools", echo=echo)
+        events = sse.stream_events(
+            body, tools=behaviour == "tools", echo=echo, reasoning=behaviour == "reasoning"
+        )
         framing = behaviour if behaviour in sse.FRAMINGS else "ok"
         fault_at = min(int(arg), len(events))
         if behaviour == "close-without-finish":
@@ -217,6 +222,8 @@ class FaultUpstream(Recorder):
                 break
             if behaviour == "malformed" and i == 1:
                 await call.write(sse.frame("{not json", framing))
+            if behaviour == "malformed-choices" and i == 0:
+                await call.write(sse.frame('{"choices": [1]}', framing))
             if behaviour == "slow" and i > 0:
                 await call.sleep(arg / 1000)
             await self._event(call, sse.frame(json.dumps(events[i]), framing), behaviour)
@@ -248,11 +255,16 @@ class FaultUpstream(Recorder):
     async def _whole(self, call: _Call, body: dict[str, Any], behaviour: str, arg: float) -> None:
         if behaviour == "error-frame":
             return await call.json(500, _error("upstream exploded", "server_error"))
-        if behaviour == "malformed":
+        if behaviour in ("malformed", "malformed-choices"):
             await call.start(200, _JSON_HEADERS)
-            return await call.finish(b"{not json")
+            return await call.finish(
+                b"{not json" if behaviour == "malformed" else b'{"choices":[1]}'
+            )
         echo = call.req.raw_body.decode("utf-8", "replace") if behaviour == "echo-request" else None
-        data = json.dumps(sse.completion(body, tools=behaviour == "tools", echo=echo)).encode()
+        answer = sse.completion(
+            body, tools=behaviour == "tools", echo=echo, reasoning=behaviour == "reasoning"
+        )
+        data = json.dumps(answer).encode()
         await call.start(200, _JSON_HEADERS)
         if behaviour == "slow-first-byte":
             await call.sleep(arg)

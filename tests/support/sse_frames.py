@@ -133,12 +133,20 @@ def _tool_call(body: dict[str, Any]) -> tuple[str, list[str]]:
     return name, [args[:third], args[third : 2 * third], args[2 * third :]]
 
 
+REASONING = ["Thinking ", "it ", "over."]
+
+
 def stream_events(
-    body: dict[str, Any], *, tools: bool = False, echo: str | None = None
+    body: dict[str, Any],
+    *,
+    tools: bool = False,
+    echo: str | None = None,
+    reasoning: bool = False,
 ) -> list[dict[str, Any]]:
     """Every chunk of a normal stream: content (or tool-call) chunks, the finish chunk, and
     the usage chunk if ``stream_options.include_usage`` - everything but ``[DONE]``.
-    ``echo``: send this text as the one and only content chunk instead."""
+    ``echo``: send this text as the one and only content chunk instead. ``reasoning``: first
+    stream :data:`REASONING` as ``reasoning_content`` (as DeepSeek and vLLM do)."""
     cid, created, model = f"chatcmpl-fault{next(_ids)}", int(time.time()), str(body.get("model"))
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -162,6 +170,8 @@ def stream_events(
     else:
         texts = [echo] if echo is not None else pieces(answer_text(body))
         deltas = [{"content": t} for t in texts or [""]]
+        if reasoning:
+            deltas[:0] = [{"reasoning_content": r, "content": None} for r in REASONING]
         deltas[0] = {"role": "assistant", **deltas[0]}
     events = [chunk(d) for d in deltas]
     events.append(chunk({}, "tool_calls" if tools else "stop"))
@@ -171,11 +181,13 @@ def stream_events(
 
 
 def completion(
-    body: dict[str, Any], *, tools: bool = False, echo: str | None = None
+    body: dict[str, Any], *, tools: bool = False, echo: str | None = None, reasoning: bool = False
 ) -> dict[str, Any]:
     """The non-stream ``chat.completion`` answer to the same request."""
     text = echo if echo is not None else answer_text(body)
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if reasoning:
+        message["reasoning_content"] = "".join(REASONING)
     if tools:
         name, args = _tool_call(body)
         function = {"name": name, "arguments": "".join(args)}

@@ -1,0 +1,298 @@
+"""The one attempt loop every API surface calls: deployments in order, retries, breakers and
+the watchdog, reported to the observers.
+
+A surface opens a :class:`Session` for a request, asks it for the first item of the first
+deployment that gives one (:meth:`Session.open`), then has the rest pumped into its own sink
+(:meth:`Session.pump`). Before the first item, failures are retried, fall back to the next
+deployment and end as an :class:`APIError` with a real status; after it, :meth:`pump` returns
+the error for the surface to render in its stream. A client that goes away raises
+:class:`ClientDisconnected` and cancels the upstream call at once.
+
+Every attempt is paired structurally: whatever ends it, its stream is closed, its deployment's
+in-flight count given back and its breaker told exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from starlette.types import Receive
+
+from gateway.asgi import ClientDisconnected
+from gateway.errors import (
+    APIError,
+    CoolingDown,
+    GatewayTimeout,
+    ServiceUnavailable,
+    from_provider_error,
+)
+from gateway.observe import Call, Observers, describe_cause
+from gateway.routing import Deployment
+from gateway.watchdog import Watchdog
+from providers.errors import ProviderError, UpstreamProtocolError, UpstreamTimeout
+
+logger = logging.getLogger("gateway")
+T = TypeVar("T")
+Start = Callable[[Deployment], AsyncGenerator[T, None]]
+
+
+class Dispatcher:
+    """Holds what every request's session shares: the observers."""
+
+    def __init__(self, *, observers: Observers) -> None:
+        self.observers = observers
+
+    def session(
+        self, call: Call, receive: Receive, chain: Sequence[Deployment], *, stream: bool
+    ) -> Session:
+        return Session(call, receive, chain, stream=stream, observers=self.observers)
+
+
+class Session:
+    """One client request's way through its deployments. Use it as ``async with``."""
+
+    def __init__(
+        self,
+        call: Call,
+        receive: Receive,
+        chain: Sequence[Deployment],
+        *,
+        stream: bool,
+        observers: Observers,
+    ) -> None:
+        self.call = call
+        self.chain = chain
+        self.stream = stream
+        self.observers = observers
+        self._receive = receive
+        self._open: tuple[Deployment, AsyncGenerator[Any, None]] | None = None
+
+    async def __aenter__(self) -> Session:
+        first = self.chain[0].policy
+        self.dog = Watchdog(idle=first.idle, total=first.total)
+        self._watcher = asyncio.get_running_loop().create_task(
+            _watch_disconnect(self._receive, self.dog)
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._end(None, None)
+        finally:
+            self.dog.close()
+            self._watcher.cancel()
+
+    @property
+    def deployment(self) -> Deployment:
+        """The deployment whose stream is open (after :meth:`open` returned)."""
+        assert self._open is not None
+        return self._open[0]
+
+    def queued(self, waiting: bool) -> None:
+        """For providers' ``on_queue``: time queued for a connection is not the upstream's."""
+        self.dog.queued(waiting)
+
+    async def open(self, start: Start[T]) -> T:
+        """The first item of the first deployment that gives one, with retries and fallbacks."""
+        call, dog = self.call, self.dog
+        error: ProviderError | None = None
+        for deployment in self.chain:
+            policy = deployment.policy
+            dog.idle = policy.idle or math.inf
+            attempt = 0
+            while True:
+                if not deployment.breaker.allow():
+                    error = error or CoolingDown(
+                        f"'{deployment.model_id}' is cooling down after repeated failures",
+                        retry_after=deployment.breaker.retry_after,
+                    )
+                    break
+                call.attempts += 1
+                call.deployment = deployment.model_id
+                self.observers.attempt_started(call, deployment.model_id)
+                # A whole answer fetched at once has no first token to time: the total applies.
+                dog.restart_first_token(policy.first_token if self.stream else None)
+                deployment.in_flight += 1
+                stream = start(deployment)
+                self._open = (deployment, stream)
+                try:
+                    first = await stream.__anext__()
+                    if dog.reason is not None:  # the provider swallowed our cancellation
+                        raise asyncio.CancelledError
+                except StopAsyncIteration:
+                    error = UpstreamProtocolError(
+                        "the upstream ended the stream without any output",
+                        code="upstream_truncated",
+                    )
+                except ProviderError as exc:
+                    error = exc
+                except asyncio.CancelledError:
+                    reason = dog.claim()
+                    if reason != "first_token":
+                        await self._end(False if reason == "total" else None, None)
+                        if reason == "disconnect":
+                            raise ClientDisconnected from None
+                        raise self._stopped(reason, deployment) from None
+                    error = UpstreamTimeout(
+                        f"no first token from {deployment.model_id} in time", phase="first_token"
+                    )
+                except Exception as exc:
+                    error = _contained(exc, deployment)
+                else:
+                    dog.received()
+                    deployment.breaker.alive()
+                    call.error_code = call.cause = None  # earlier attempts failed; this one did not
+                    call.first_token_at = time.perf_counter()
+                    self.observers.attempt_finished(call, deployment.model_id, None)
+                    self.observers.first_token(call)
+                    return first
+                await self._end(False if error.counts_against_breaker else None, error)
+                delay = policy.retry.delay(attempt, error)
+                if delay is None:
+                    break
+                attempt += 1
+                dog.pause()
+                logger.info(
+                    "request %s: retrying %s in %.2fs: %s",
+                    call.request_id,
+                    deployment.model_id,
+                    delay,
+                    error.message,
+                )
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    reason = dog.claim()
+                    if reason == "disconnect":
+                        raise ClientDisconnected from None
+                    raise self._stopped(reason, deployment) from None
+            if error is not None and error.client_fault:
+                break
+        assert error is not None
+        raise self._failed(from_provider_error(error))
+
+    async def pump(self, first: T, sink: Callable[[T], Awaitable[None]]) -> APIError | None:
+        """Feed ``first`` and every later item to ``sink``; None when the stream completed,
+        else the error to render (the stream is over either way)."""
+        assert self._open is not None
+        deployment, stream = self._open
+        dog = self.dog
+        try:
+            return await self._pump(deployment, stream, first, sink)
+        finally:
+            dog.close()  # the stream is over: nothing may cancel what the surface sends last
+
+    async def _pump(
+        self,
+        deployment: Deployment,
+        stream: AsyncGenerator[Any, None],
+        first: T,
+        sink: Callable[[T], Awaitable[None]],
+    ) -> APIError | None:
+        dog = self.dog
+        item = first
+        next_item = stream.__anext__
+        try:
+            while True:
+                await sink(item)
+                dog.waiting()
+                try:
+                    item = await next_item()
+                except (StopAsyncIteration, ProviderError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    raise _contained(exc, deployment) from exc
+                if dog.reason is not None:  # the provider swallowed our cancellation
+                    raise asyncio.CancelledError
+                dog.received()
+        except StopAsyncIteration:
+            await self._end(True, None)
+            return None
+        except ProviderError as exc:
+            await self._end(False if exc.counts_against_breaker else None, exc)
+            return self._failed(from_provider_error(exc))
+        except asyncio.CancelledError:
+            reason = dog.claim()
+            await self._end(False if reason in ("idle", "total") else None, None)
+            if reason == "disconnect":
+                raise ClientDisconnected from None
+            return self._stopped(reason, deployment)
+        except OSError:  # ASGI 2.4 servers raise it from send() once the client is gone
+            await self._end(None, None)
+            raise ClientDisconnected from None
+
+    async def _end(self, verdict: bool | None, error: ProviderError | None) -> None:
+        """Close the open attempt: its stream, its in-flight count, its breaker's verdict
+        (True: completed, False: counts as a failure, None: no verdict)."""
+        if self._open is None:
+            return
+        deployment, stream = self._open
+        self._open = None
+        deployment.in_flight -= 1
+        if verdict is True:
+            deployment.breaker.success()
+        elif verdict is False:
+            deployment.breaker.failure()
+        else:
+            deployment.breaker.release()
+        if error is not None:
+            self.call.error_code = error.code
+            self.call.cause = describe_cause(error)
+            self.observers.attempt_finished(self.call, deployment.model_id, error)
+        await stream.aclose()
+
+    def _stopped(self, reason: str, deployment: Deployment) -> APIError:
+        """The error for a request the watchdog (or the server's shutdown) stopped."""
+        if reason == "shutdown":
+            error: APIError = ServiceUnavailable(
+                "the gateway is shutting down; the response was cut short", code="shutdown"
+            )
+        else:
+            what = {
+                "idle": "stopped sending",
+                "first_token": "sent nothing",
+                "total": "ran too long",
+            }
+            error = GatewayTimeout(
+                f"the upstream for {deployment.model_id} {what.get(reason, 'timed out')} "
+                f"({reason.replace('_', ' ')} timeout)",
+                code=f"{reason}_timeout",
+            )
+        self.call.cause = f"{reason} timeout" if reason != "shutdown" else "shutdown"
+        return self._failed(error)
+
+    def _failed(self, error: APIError) -> APIError:
+        self.call.error_code = error.code
+        return error
+
+
+def _contained(exc: Exception, deployment: Deployment) -> UpstreamProtocolError:
+    """A provider raised something outside the error tree: a bug there, a 502 here."""
+    logger.error(
+        "provider '%s' raised an unexpected %s",
+        deployment.provider.name,
+        type(exc).__name__,
+        exc_info=exc,
+    )
+    return UpstreamProtocolError(
+        f"the provider for {deployment.model_id} failed", code="provider_failed"
+    )
+
+
+async def _watch_disconnect(receive: Receive, dog: Watchdog) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            dog.trip("disconnect")
+            return

@@ -1,0 +1,159 @@
+"""What happens to each request, told to observers: the access log now; metrics, traces and the
+usage ledger later, each one more :class:`Observer`, with no change to the hot path.
+
+Every HTTP request gets a :class:`Call` (made by :class:`gateway.middleware.RequestContext`,
+which reports :meth:`Observer.finished` when the response is done). The dispatch loop fills in
+the model, the deployments tried, the first token, usage and the error, and reports each
+attempt as it starts and ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from providers.base import Usage
+from providers.errors import ProviderError
+
+CALL_SCOPE_KEY = "llm_gateway.call"
+access_logger = logging.getLogger("gateway.access")
+logger = logging.getLogger("gateway")
+
+
+@dataclass(eq=False, slots=True)
+class Call:
+    """One client request, as observers see it. Never holds a key, a body or a prompt."""
+
+    request_id: str
+    method: str
+    path: str
+    client: str
+    started: float  # time.perf_counter()
+    key_id: str | None = None
+    surface: str | None = None  # "chat", ...
+    model: str | None = None  # the name the client asked for
+    deployment: str | None = None  # the model id that answered (or was tried last)
+    stream: bool = False
+    attempts: int = 0
+    first_token_at: float | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    status: int = 0
+    error_code: str | None = None
+    cause: str | None = None  # why the last attempt failed, with the transport's reason
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_token_at is None else self.first_token_at - self.started
+
+
+class Observer(Protocol):
+    def attempt_started(self, call: Call, deployment: str) -> None: ...
+
+    def attempt_finished(self, call: Call, deployment: str, error: ProviderError | None) -> None:
+        """``error``: None when the attempt produced a first chunk."""
+        ...
+
+    def first_token(self, call: Call) -> None: ...
+
+    def finished(self, call: Call) -> None:
+        """The response is complete (or the client left): ``call.status`` is final."""
+        ...
+
+
+class Observers:
+    """Fans each report out to every observer."""
+
+    __slots__ = ("observers",)
+
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        self.observers = tuple(observers)
+
+    def attempt_started(self, call: Call, deployment: str) -> None:
+        for observer in self.observers:
+            observer.attempt_started(call, deployment)
+
+    def attempt_finished(self, call: Call, deployment: str, error: ProviderError | None) -> None:
+        for observer in self.observers:
+            observer.attempt_finished(call, deployment, error)
+
+    def first_token(self, call: Call) -> None:
+        for observer in self.observers:
+            observer.first_token(call)
+
+    def finished(self, call: Call) -> None:
+        for observer in self.observers:
+            observer.finished(call)
+
+
+class LogObserver:
+    """The access log (one line per request) and one warning per failed request.
+
+    Lines carry the request id; never a key, a body or upstream text beyond our own messages.
+    """
+
+    def __init__(self, *, access_log: bool = True) -> None:
+        self.access_log = access_log
+
+    def attempt_started(self, call: Call, deployment: str) -> None:
+        return None
+
+    def attempt_finished(self, call: Call, deployment: str, error: ProviderError | None) -> None:
+        return None
+
+    def first_token(self, call: Call) -> None:
+        return None
+
+    def finished(self, call: Call) -> None:
+        if self.access_log:
+            access_logger.info(
+                '%s "%s %s" %d %.1fms id=%s%s',
+                call.client,
+                call.method,
+                call.path,
+                call.status,
+                (time.perf_counter() - call.started) * 1000,
+                call.request_id,
+                _details(call),
+            )
+        if call.error_code is not None and call.attempts:
+            logger.warning(
+                "request %s failed: %s %s model=%s deployment=%s attempts=%d error=%s cause=%s",
+                call.request_id,
+                call.method,
+                call.path,
+                call.model,
+                call.deployment,
+                call.attempts,
+                call.error_code,
+                call.cause,
+            )
+
+
+def _details(call: Call) -> str:
+    if call.surface is None:
+        return ""
+    parts = [f" model={call.model}", f"deployment={call.deployment}", f"attempts={call.attempts}"]
+    if call.ttft is not None:
+        parts.append(f"ttft={call.ttft * 1000:.1f}ms")
+    if call.usage is not None:
+        parts.append(f"tokens={call.usage.input_tokens}+{call.usage.output_tokens}")
+    if call.error_code is not None:
+        parts.append(f"error={call.error_code}")
+    return " ".join(parts)
+
+
+def describe_cause(exc: BaseException) -> str:
+    """An exception and its causes, one ``Class: message`` each, for operators' logs."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(parts) < 4:
+        seen.add(id(current))
+        text = str(current)[:300]
+        parts.append(f"{type(current).__name__}: {text}" if text else type(current).__name__)
+        current = current.__cause__ or current.__context__
+    return " <- ".join(parts)
