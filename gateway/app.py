@@ -30,6 +30,8 @@ from gateway.resilience import CircuitBreaker, RetryPolicy
 from gateway.routing import Deployment, Policy, Router
 from gateway.settings import ProviderSettings, Settings
 from gateway.surfaces.chat import ChatCompletions
+from gateway.surfaces.completions import CompletionsEndpoint
+from gateway.surfaces.embeddings import EmbeddingsEndpoint
 from gateway.validation import Limits
 from providers.base import Provider
 from providers.http1 import PoolTransport
@@ -193,6 +195,15 @@ def create_app(
 
     hot_paths: dict[str, ASGIApp] = {
         "/v1/chat/completions": chat,
+        "/v1/embeddings": EmbeddingsEndpoint(
+            router=router, dispatcher=chat.dispatcher, max_body_bytes=chat.max_body_bytes
+        ),
+        "/v1/completions": CompletionsEndpoint(
+            router=router,
+            dispatcher=chat.dispatcher,
+            limits=chat.limits,
+            max_body_bytes=chat.max_body_bytes,
+        ),
     }
     stack: ASGIApp = HotPaths(hot_paths, fallback=app.serve_routes)
     keys = [k.get_secret_value().encode() for k in settings.api_keys or ()]

@@ -136,7 +136,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _scan(body: dict[str, Any]) -> None:
+def scan_body(body: dict[str, Any]) -> None:
     """Refuse forbidden keys at any depth (outside JSON schemas) and nesting past MAX_DEPTH.
 
     Iterative, so no body can exhaust the interpreter's stack.
@@ -259,7 +259,7 @@ def _check_scalars(body: dict[str, Any], limits: Limits) -> None:
 def validate_chat_request(raw: bytes, limits: Limits) -> ParsedRequest:
     """Parse and check a ``POST /v1/chat/completions`` body."""
     body = parse_json(raw)
-    _scan(body)
+    scan_body(body)
     model = body.pop("model", None)
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model must be a non-empty string", param="model")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 UsageSource = Literal["provider", "estimated", "partial"]
 
@@ -118,4 +118,57 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release pooled resources (connections)."""
+        ...
+
+
+# Optional capabilities: a provider that can do more than chat implements one of these small
+# protocols as well; the gateway checks with isinstance() and answers 400 naming the provider
+# when a surface needs a capability its provider lacks.
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """``inputs``: the texts to embed (an OpenAI ``input`` given as token arrays is kept in
+    ``body`` for pass-through upstreams, with ``inputs`` empty). ``body`` is the client's body
+    without ``model``, ``input`` and ``encoding_format`` (``dimensions``, ``user``...)."""
+
+    model: str
+    inputs: list[str]
+    body: dict[str, Any]
+    request_id: str | None = None
+    on_queue: Callable[[bool], None] | None = None
+
+
+@dataclass(slots=True)
+class Embeddings:
+    """One vector per input, in input order."""
+
+    vectors: list[list[float]]
+    usage: Usage | None = None
+
+
+@runtime_checkable
+class SupportsEmbeddings(Protocol):
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Raise :class:`providers.errors.ProviderError` on failure."""
+        ...
+
+
+@dataclass(slots=True)
+class CompletionRequest:
+    """A legacy ``/v1/completions`` request (OpenAI ``CreateCompletionRequest`` without
+    ``model``, ``stream`` and ``stream_options``), for upstreams that still serve it."""
+
+    model: str
+    body: dict[str, Any]
+    stream: bool = True
+    request_id: str | None = None
+    on_queue: Callable[[bool], None] | None = None
+
+
+@runtime_checkable
+class SupportsCompletions(Protocol):
+    def complete(self, request: CompletionRequest) -> AsyncGenerator[dict[str, Any], None]:
+        """Yield the upstream's ``text_completion`` objects (chunks, or one whole answer),
+        shape-checked; the last one seen with ``usage`` carries it."""
         ...

@@ -1,15 +1,20 @@
-"""The echo provider: replies with the last user message, word by word, with no network."""
+"""The echo provider: replies with the last user message, word by word, with no network; and
+deterministic embeddings, for tests."""
 
 from __future__ import annotations
 
+import array
 import asyncio
+import hashlib
+import math
 import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from providers.base import ChatRequest, Chunk, Delta, Usage
+from providers.base import ChatRequest, Chunk, Delta, EmbeddingRequest, Embeddings, Usage
+from providers.errors import status_error
 from providers.spec import ProviderContext, ProviderType
 
 # A piece is a word with the whitespace that follows it; leading whitespace is a piece of its own.
@@ -41,6 +46,30 @@ def split_pieces(text: str) -> list[str]:
 def count_tokens(text: str) -> int:
     """A cheap stand-in for a tokenizer: one token per word-sized piece."""
     return len(split_pieces(text))
+
+
+EMBEDDING_DIMENSIONS = 256
+# Values per request (inputs x dimensions): echo computes them on the event loop.
+MAX_EMBEDDING_VALUES = 1 << 20
+
+
+def embedding(key: bytes, dimensions: int) -> list[float]:
+    """A unit vector that only ``key`` gives: hash bytes as int16s, normalised."""
+    raw = array.array("h", hashlib.shake_256(key).digest(2 * dimensions))
+    norm = math.sqrt(math.fsum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+def _embedding_keys(request: EmbeddingRequest) -> tuple[list[bytes], int]:
+    """The hash keys of the inputs (texts, or token arrays: never equal to a text's) and
+    their estimated token count."""
+    if request.inputs:
+        keys = [b"text:" + text.encode("utf-8", "surrogatepass") for text in request.inputs]
+        return keys, sum(count_tokens(text) for text in request.inputs)
+    given = request.body.get("input") or []
+    arrays: list[list[int]] = [given] if given and isinstance(given[0], int) else given
+    keys = [b"tokens:" + ",".join(map(str, ids)).encode() for ids in arrays]
+    return keys, sum(len(ids) for ids in arrays)
 
 
 class Options(BaseModel):
@@ -84,6 +113,21 @@ class EchoProvider:
             usage=Usage(input_tokens=prompt_tokens, output_tokens=len(pieces) * len(choices)),
         )
 
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Deterministic embeddings: the same input always gets the same unit vector, other
+        inputs other ones; ``dimensions`` of them (default 256); usage estimated."""
+        dimensions = request.body.get("dimensions") or EMBEDDING_DIMENSIONS
+        keys, tokens = _embedding_keys(request)
+        if len(keys) * dimensions > MAX_EMBEDDING_VALUES:
+            raise status_error(
+                400,
+                provider=self.name,
+                detail=f"echo computes at most {MAX_EMBEDDING_VALUES} values (inputs x "
+                "dimensions) per request",
+            )
+        vectors = [embedding(key, dimensions) for key in keys]
+        return Embeddings(vectors=vectors, usage=Usage(input_tokens=tokens, source="estimated"))
+
     async def aclose(self) -> None:
         return None
 
@@ -92,6 +136,6 @@ SPEC = ProviderType(
     name="echo",
     options=Options,
     create=EchoProvider,
-    capabilities=frozenset({"chat"}),
+    capabilities=frozenset({"chat", "embeddings"}),
     default_models=("echo",),
 )

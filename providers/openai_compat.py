@@ -21,8 +21,8 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from providers import http1
-from providers.base import ChatRequest, Chunk
+from providers import http1, openai_endpoints
+from providers.base import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, Embeddings
 from providers.errors import (
     PoolExhausted,
     ProviderError,
@@ -90,6 +90,7 @@ class OpenAICompatProvider:
             + b" HTTP/1.1\r\n"
             + b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         )
+        self._heads = openai_endpoints.heads(url.raw_path, self._head)  # the other endpoints
         self._transport = context.transport
         self._connect_timeout = context.connect_timeout
         self._pool_timeout = context.pool_timeout
@@ -144,6 +145,14 @@ class OpenAICompatProvider:
             reader.check_finished()
         finally:
             await response.aclose()
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """``POST {base}/embeddings`` (see :mod:`providers.openai_endpoints`)."""
+        return await openai_endpoints.embed(self, request)
+
+    def complete(self, request: CompletionRequest) -> AsyncGenerator[dict[str, Any], None]:
+        """``POST {base}/completions``, the legacy API (see :mod:`providers.openai_endpoints`)."""
+        return openai_endpoints.complete(self, request)
 
     def _event(self, event: bytes) -> dict[str, Any]:
         try:
@@ -292,5 +301,5 @@ SPEC = ProviderType(
     name="openai",
     options=Options,
     create=OpenAICompatProvider,
-    capabilities=frozenset({"chat", "tools", "vision", "reasoning"}),
+    capabilities=frozenset({"chat", "tools", "vision", "reasoning", "embeddings", "completions"}),
 )

@@ -1,0 +1,206 @@
+"""What the surfaces that pass a request to an optional provider capability share.
+
+Embeddings and legacy completions are declared as pydantic ``TypeAdapter``s over TypedDicts
+(strict: no ``"5"`` for 5, no ``true`` for 1); a validation error becomes OpenAI's 400 with
+``param`` naming the field (``input[3]``). Before pydantic sees a body it goes through chat's
+``parse_json`` and forbidden-key scan, so the same body limits and SSRF guard hold everywhere.
+
+:class:`Surface` is the request's way through, the same as chat's: read and check the body,
+keep the deployments whose provider has the capability (400 naming the provider if none has),
+open a dispatch session, and let the surface serve the answer.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.types import Receive, Scope, Send
+
+from gateway.asgi import ClientDisconnected, header, read_body, send_error
+from gateway.dispatch import Dispatcher, Session
+from gateway.errors import APIError, InvalidRequest, MethodNotAllowed
+from gateway.observe import CALL_SCOPE_KEY, Call
+from gateway.routing import Deployment, Router
+from gateway.validation import check_content_type, parse_json, scan_body
+from providers.base import Usage
+
+logger = logging.getLogger("gateway")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# The tags of a discriminated "text(s) or token ids" union: see :func:`input_shape`.
+SHAPE_TAGS = frozenset({"text", "texts", "tokens", "token_arrays"})
+
+
+def input_shape(value: Any) -> str | None:
+    """Which of OpenAI's four shapes of an ``input`` or ``prompt`` ``value`` tries to be (None:
+    none), so that an error names the element at fault in that shape, not every shape's
+    complaint."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        first = value[0] if value else ""
+        if isinstance(first, str):
+            return "texts"
+        if isinstance(first, int) and not isinstance(first, bool):
+            return "tokens"
+        if isinstance(first, list):
+            return "token_arrays"
+    return None
+
+
+def parse_body(
+    raw: bytes, adapter: TypeAdapter[T], *, tags: frozenset[str]
+) -> tuple[T, dict[str, Any]]:
+    """The body checked by ``adapter`` and the body as sent (for pass-through), or 400.
+
+    ``tags`` are the adapter's union tags, which pydantic puts in an error's ``loc`` but which
+    name no field of the request.
+    """
+    body = parse_json(raw)
+    scan_body(body)
+    try:
+        return adapter.validate_python(body), body
+    except ValidationError as exc:
+        raise invalid_request(exc, tags=tags) from None
+
+
+def invalid_request(exc: ValidationError, *, tags: frozenset[str] = frozenset()) -> InvalidRequest:
+    """pydantic's first error as OpenAI's: ``param`` is the field's path, ``input[2]``."""
+    error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+    param = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif part not in tags:
+            param += f".{part}" if param else str(part)
+    kind, message = error["type"], error["msg"]
+    if kind == "missing":
+        message = f"{param} is required"
+    elif param and not message.startswith(param):
+        message = f"invalid {param}: {message}"
+    return InvalidRequest(message, param=param or None)
+
+
+def printable(value: str) -> str:
+    """A client's model name, fit for a log line or a message: bounded, no control characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in value[:200])
+
+
+def capable(
+    chain: Sequence[Deployment], capability: type, *, model: str, what: str
+) -> tuple[Deployment, ...]:
+    """The deployments of ``chain`` whose provider implements ``capability``, in order.
+
+    A fallback to a provider without it is skipped; when none has it the request is the
+    client's mistake (that model cannot do this), not an upstream failure: 400.
+    """
+    able = tuple(d for d in chain if isinstance(d.provider, capability))
+    if not able:
+        provider = chain[0].provider.name
+        raise InvalidRequest(
+            f"the model '{printable(model)}' is served by provider '{provider}', which does not "
+            f"support {what}",
+            param="model",
+            code="model_not_supported",
+        )
+    return able
+
+
+def usage_from(value: Any) -> Usage | None:
+    """OpenAI's usage object (already shape-checked by the provider) as a :class:`Usage`."""
+    if not isinstance(value, dict):
+        return None
+
+    def count(v: Any) -> int:
+        return v if type(v) is int and v >= 0 else 0
+
+    details = value.get("prompt_tokens_details")
+    return Usage(
+        input_tokens=count(value.get("prompt_tokens")),
+        output_tokens=count(value.get("completion_tokens")),
+        cached_tokens=count(details.get("cached_tokens")) if isinstance(details, dict) else 0,
+    )
+
+
+@dataclass(slots=True)
+class Parsed(Generic[R]):
+    """A checked request: what the surface serves, and what observers and dispatch need."""
+
+    request: R
+    model: str
+    stream: bool = False
+
+
+class Surface(abc.ABC, Generic[R]):
+    """A raw-ASGI endpoint for one capability: POST a JSON body, get OpenAI's answer.
+
+    Before the first byte a failure gets a real status and OpenAI's error body; what happens
+    after it is the surface's (:meth:`serve`).
+    """
+
+    path: ClassVar[str]
+    surface: ClassVar[str]  # Call.surface
+    capability: ClassVar[type]  # a runtime-checkable protocol of providers.base
+    capability_name: ClassVar[str]  # for the 400 when no provider has it
+
+    def __init__(self, *, router: Router, dispatcher: Dispatcher, max_body_bytes: int) -> None:
+        self.router = router
+        self.dispatcher = dispatcher
+        self.max_body_bytes = max_body_bytes
+
+    @abc.abstractmethod
+    def parse(self, raw: bytes) -> Parsed[R]:
+        """Check the body; raise :class:`InvalidRequest` with ``param``."""
+
+    @abc.abstractmethod
+    async def serve(self, session: Session, request: R, send: Send) -> None:
+        """Answer through ``session`` (``open`` then ``pump``), errors included."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call: Call | None = scope.get(CALL_SCOPE_KEY)
+        if call is None:  # served outside RequestContext (a bare app in a test)
+            call = Call("-", scope["method"], scope["path"], "-", time.perf_counter())
+        call.surface = self.surface
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(f"use POST for {self.path}")
+            check_content_type(header(scope, b"content-type"))
+            raw = await read_body(scope, receive, limit=self.max_body_bytes)
+            parsed = self.parse(raw)
+            call.model = printable(parsed.model)
+            call.stream = parsed.stream
+            chain = capable(
+                self.router.chain(parsed.model),
+                self.capability,
+                model=parsed.model,
+                what=self.capability_name,
+            )
+        except ClientDisconnected:
+            return
+        except APIError as exc:
+            call.error_code = exc.code
+            await send_error(send, exc)
+            return
+        try:
+            async with self.dispatcher.session(
+                call, receive, chain, stream=parsed.stream
+            ) as session:
+                await self.serve(session, parsed.request, send)
+        except ClientDisconnected:
+            pass
+        except Exception:  # a bug, not a client's or upstream's fault: say so, tell nothing
+            logger.exception("request %s: unexpected error", call.request_id)
+            call.error_code = "internal_error"
+            with contextlib.suppress(Exception):  # fails if the response had started
+                await send_error(
+                    send, APIError("internal error in the gateway", code="internal_error")
+                )
