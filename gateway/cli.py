@@ -14,6 +14,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.server import make_config
 from gateway.settings import ConfigError, Settings, load_settings
+from providers.registry import list_types
 
 logger = logging.getLogger("gateway")
 ENV_FILE_VAR = "LLM_GATEWAY_ENV_FILE"
@@ -22,7 +23,9 @@ LOG_LEVEL_VAR = "LLM_GATEWAY_LOG_LEVEL"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="llm-gateway", description="An OpenAI-compatible LLM gateway with a chat UI."
+        prog="llm-gateway",
+        description="An OpenAI-compatible LLM gateway with a chat UI.",
+        epilog="llm-gateway plugins: list the provider types (built-in and installed plugins).",
     )
     parser.add_argument("--env-file", help="env file to read (default: .env when present)")
     parser.add_argument("--host", help="address to bind (default: GATEWAY_HOST or 127.0.0.1)")
@@ -59,7 +62,28 @@ def _local_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def plugins(argv: list[str]) -> int:
+    """``llm-gateway plugins``: the provider types, built-in or from installed plugins.
+
+    Lists entry points without importing any plugin, so a broken one shows up here too.
+    """
+    argparse.ArgumentParser(
+        prog="llm-gateway plugins",
+        description="List the provider types: built-in or plugin, distribution and version.",
+    ).parse_args(argv)
+    rows = [("TYPE", "KIND", "DISTRIBUTION", "VERSION", "NOTE")]
+    rows += [(t.name, t.kind, t.distribution, t.version, t.note) for t in list_types()]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[4]]).rstrip())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["plugins"]:
+        raise SystemExit(plugins(words[1:]))
     args = parse_args(argv)
     _configure_logging(args.log_level)
     try:

@@ -190,6 +190,10 @@ class Settings(BaseSettings):
     def _normalize(self) -> Settings:
         self.providers = {name.lower(): p for name, p in self.providers.items()}
         if not self.providers:
+            try:
+                provider_type("echo")
+            except KeyError as exc:  # a plugin claims the name (providers.registry refuses it)
+                raise config_error("PROVIDERS__ECHO__TYPE", str(exc.args[0])) from None
             self.providers = {"echo": ProviderSettings(type="echo")}
         for name in self.providers:
             if not name or "/" in name:
