@@ -21,13 +21,13 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from providers import anthropic, echo, openai_compat
+from providers import anthropic, echo, gemini, openai_compat
 from providers.spec import CONTRACT_VERSION, ProviderType
 
 GROUP = "llm_gateway.providers"
 
 BUILTIN_TYPES: dict[str, ProviderType] = {
-    spec.name: spec for spec in (echo.SPEC, openai_compat.SPEC, anthropic.SPEC)
+    spec.name: spec for spec in (echo.SPEC, openai_compat.SPEC, anthropic.SPEC, gemini.SPEC)
 }
 
 _loaded: dict[str, ProviderType] = {}  # plugins imported so far

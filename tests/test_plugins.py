@@ -212,7 +212,7 @@ def test_two_distributions_claiming_one_type_are_named_when_it_is_used(install: 
 def test_an_unknown_type_lists_the_plugins_too(install: Install) -> None:
     install_fake(install)
     with pytest.raises(
-        ConfigError, match=r"unknown provider type 'nope' \(known: anthropic, echo, fake,"
+        ConfigError, match=r"unknown provider type 'nope' \(known: anthropic, echo, fake, gemini,"
     ):
         settings_from({"GATEWAY_PROVIDERS__X__TYPE": "nope"})
 
