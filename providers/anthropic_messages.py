@@ -19,23 +19,11 @@ from typing import Any
 
 import orjson
 
-from providers.errors import UpstreamRejected
+from providers.errors import UnsupportedRequest
 
-__all__ = ["IMAGE_TYPES", "UnsupportedRequest", "conversation"]
+__all__ = ["IMAGE_TYPES", "conversation"]
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-
-
-class UnsupportedRequest(UpstreamRejected):
-    """The request cannot be put in Anthropic's terms: a 400 for the client, nothing sent.
-
-    A rejection (not a gateway error) so that the dispatch loop neither retries it nor counts
-    it against the deployment.
-    """
-
-    def __init__(self, message: str, *, code: str = "unsupported_parameter") -> None:
-        super().__init__(message, status=400)
-        self.code = code
 
 
 def conversation(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

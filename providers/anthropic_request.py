@@ -23,13 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.anthropic_messages import UnsupportedRequest, conversation
+from providers.anthropic_messages import conversation
+from providers.errors import UnsupportedRequest
 
 __all__ = [
     "SAMPLING_MODELS",
     "THINKING_BUDGETS",
     "RequestPolicy",
-    "UnsupportedRequest",
     "messages_body",
 ]
 

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from providers.base import Chunk, Delta, ToolCallDelta, Usage
-from providers.errors import UpstreamProtocolError, UpstreamStreamError
+from providers.errors import UpstreamStreamError, malformed
 
 __all__ = [
     "FINISH_REASONS",
@@ -44,10 +44,6 @@ FINISH_REASONS = {
 }
 # Errors that say nothing about the request: retried if nothing reached the client yet.
 _TRANSIENT = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
-
-
-def malformed(message: str) -> UpstreamProtocolError:
-    return UpstreamProtocolError(message, code="upstream_malformed")
 
 
 def finish_reason(stop_reason: str | None) -> str:

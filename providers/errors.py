@@ -9,6 +9,7 @@ model would do better (``client_fault``), whether it shows the deployment is unh
     ProviderError                          retry  client  breaker  client gets
     ├── UpstreamStatusError                (made by status_error(); never raised as itself)
     │   ├── UpstreamRejected  400 409 422     -      yes      -     400 (404 model_not_found, 413)
+    │   │   └── UnsupportedRequest            -      yes      -     400, nothing was sent
     │   ├── UpstreamAuthFailed  401 403       -       -       -     502 upstream_auth_failed
     │   ├── UpstreamRateLimited  429         yes      -       -     429 rate_limit_exceeded
     │   └── UpstreamServerError  5xx, other  5xx*     -      yes    502 upstream_error
@@ -124,6 +125,21 @@ class PoolExhausted(ProviderError):
     counts_against_breaker = False
     status = 503
     code = "pool_exhausted"
+
+
+class UnsupportedRequest(UpstreamRejected):
+    """The request asks for what this provider's API cannot express: a 400 for the client,
+    and nothing was sent. A rejection, so it is neither retried nor counted against the
+    deployment."""
+
+    def __init__(self, message: str, *, code: str = "unsupported_parameter") -> None:
+        super().__init__(message, status=400)
+        self.code = code
+
+
+def malformed(message: str) -> UpstreamProtocolError:
+    """What an upstream sent is not the shape its API promises."""
+    return UpstreamProtocolError(message, code="upstream_malformed")
 
 
 RETRIED_STATUSES = frozenset({408, 500, 502, 503, 504, 529})

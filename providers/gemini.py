@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -30,27 +30,23 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from providers import http1
+from providers import http1, upstream
 from providers.base import ChatRequest, Chunk, EmbeddingRequest, Embeddings, Usage
-from providers.errors import UpstreamStatusError, UpstreamStreamError, status_error
-from providers.gemini_errors import (
-    AUTH_REASONS,
-    KEYISH,
+from providers.errors import (
     UnsupportedRequest,
-    google_error,
+    UpstreamStatusError,
+    UpstreamStreamError,
     malformed,
-    transport_error,
+    status_error,
 )
+from providers.gemini_errors import AUTH_REASONS, google_error
 from providers.gemini_request import chat_request, embed_requests
 from providers.gemini_response import ResponseReader
-from providers.openai_compat import _header_value, _pieces_pattern, _retry_after
 from providers.spec import ProviderContext, ProviderType
 from providers.sse import SSEDecoder, SSEError
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 _VERSIONED = re.compile(rb"/v\d+(?:alpha|beta)?\d*$")
-_MAX_ERROR_BODY = 64 * 1024
-_MAX_JSON_BODY = 64 * 1024 * 1024
 
 
 class Options(BaseModel):
@@ -87,7 +83,7 @@ class Options(BaseModel):
     def _header_safe(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value():
             raise ValueError("must not be empty")
-        _header_value(value.get_secret_value())
+        upstream.header_value(value.get_secret_value())
         return value
 
 
@@ -101,26 +97,12 @@ class GeminiProvider:
         path = url.raw_path.rstrip(b"/")
         self._root = path if _VERSIONED.search(path) else path + b"/v1beta"
         secret = options.api_key.get_secret_value()
-        self._secret_pieces = _pieces_pattern(secret)
+        self._redact = upstream.Redactor(secret)
         self._include_thoughts = options.include_thoughts
-        # Everything but the request line, the body's length and the request id is the same
-        # for every request.
-        self._headers = b"".join(
-            name + b": " + value + b"\r\n"
-            for name, value in (
-                (b"host", url.netloc),
-                (b"content-type", b"application/json"),
-                (b"accept", b"text/event-stream, application/json"),
-                (b"accept-encoding", b"identity"),
-                (b"user-agent", b"llm-gateway"),
-                (b"x-goog-api-key", _header_value(secret)),
-            )
+        self._upstream = upstream.Upstream(
+            context, url, [(b"x-goog-api-key", upstream.header_value(secret))]
         )
-        self._transport = context.transport
-        self._connect_timeout = context.connect_timeout
-        self._pool_timeout = context.pool_timeout
         self._logger = context.logger
-        self._origin = self._transport.origin(url)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = chat_request(
@@ -212,19 +194,9 @@ class GeminiProvider:
         # quote(): no character of a model name can end the path or the request line ("/"
         # stays, for tunedModels/...).
         path = self._root + b"/" + quote(name, safe="/").encode() + action.encode()
-        head = b"POST " + path + b" HTTP/1.1\r\n" + self._headers
-        head += b"content-length: " + str(len(content)).encode() + b"\r\n"
-        if request_id:
-            head += b"x-request-id: " + request_id.encode("latin-1") + b"\r\n"
-        with self._mapped(before_head=True):
-            response = await self._transport.exchange(
-                self._origin,
-                head + b"\r\n",
-                content,
-                connect_timeout=self._connect_timeout,
-                pool_timeout=self._pool_timeout,
-                on_queue=on_queue,
-            )
+        response = await self._upstream.post(
+            path, content, request_id=request_id, on_queue=on_queue
+        )
         if response.status != 200:
             try:
                 raise await self._status_error(response)
@@ -234,9 +206,7 @@ class GeminiProvider:
 
     async def _json(self, response: http1.RawResponse) -> Any:
         with self._mapped(before_head=False):
-            raw = await _read_limited(response, limit=_MAX_JSON_BODY)
-        if len(raw) >= _MAX_JSON_BODY:
-            raise malformed("the upstream's answer is larger than the gateway accepts")
+            raw = await upstream.read_whole(response)
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -254,48 +224,23 @@ class GeminiProvider:
             )
         return data
 
-    @contextlib.contextmanager
-    def _mapped(self, *, before_head: bool) -> Iterator[None]:
-        """Transport failures -> the provider error tree, keeping the cause."""
-        try:
-            yield
-        except http1.TransportError as exc:
-            raise transport_error(exc, provider=self.name, before_head=before_head) from exc
+    def _mapped(self, *, before_head: bool) -> contextlib.AbstractContextManager[None]:
+        return upstream.mapped(self.name, before_head=before_head)
 
     async def _status_error(self, response: http1.RawResponse) -> UpstreamStatusError:
         try:
-            raw = await _read_limited(response, limit=_MAX_ERROR_BODY)
-        except http1.TransportError:
-            raw = b""
-        try:
-            data = orjson.loads(raw)
+            data = orjson.loads(await upstream.read_error_body(response))
         except orjson.JSONDecodeError:
             data = None
         message, retry_delay, reason = google_error(data)
         status = 401 if response.status == 400 and reason in AUTH_REASONS else response.status
-        retry_after = _retry_after(response.header(b"retry-after"))
+        retry_after = upstream.retry_after(response.header(b"retry-after"))
         return status_error(
             status,
             provider=self.name,
             detail=self._redact(message),
             retry_after=retry_after if retry_after is not None else retry_delay,
         )
-
-    def _redact(self, text: str) -> str:
-        """Upstream text without our key (whole, in part, in any case) or anything key-like."""
-        return KEYISH.sub("[redacted]", self._secret_pieces.sub("[redacted]", text))[:500]
-
-
-async def _read_limited(response: http1.RawResponse, *, limit: int) -> bytes:
-    """The body, or its first ``limit`` bytes."""
-    parts: list[bytes] = []
-    size = 0
-    async for part in response.aiter_raw():
-        parts.append(part)
-        size += len(part)
-        if size >= limit:
-            break
-    return b"".join(parts)[:limit]
 
 
 def _vectors(data: dict[str, Any], expected: int) -> list[list[float]]:

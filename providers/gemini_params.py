@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from providers.gemini_errors import UnsupportedRequest
+from providers.errors import UnsupportedRequest
 
 # Gemini 1.x/2.x take a token budget for thinking; Gemini 3 and later a level.
 _BUDGET_MODELS = re.compile(r"gemini-[12][.-]")

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from providers.gemini_errors import UnsupportedRequest
+from providers.errors import UnsupportedRequest
 from providers.gemini_params import generation_config, tools_config
 
 # Ids the gateway makes up for calls the upstream gave none (gemini_response.new_call_id):

@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 
 from providers.base import Chunk, Delta, ToolCallDelta, Usage
-from providers.errors import UpstreamProtocolError
-from providers.gemini_errors import ModelOutputError, malformed
+from providers.errors import UpstreamProtocolError, malformed
+from providers.gemini_errors import ModelOutputError
 
 logger = logging.getLogger("gateway.provider")
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from providers.base import Chunk, Delta, ToolCallDelta, Usage
-from providers.errors import UpstreamProtocolError
+from providers.errors import UpstreamProtocolError, malformed
 
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 # What some OpenAI-compatible servers say instead of OpenAI's words.
@@ -24,10 +24,6 @@ _FINISH_ALIASES = {
 }
 # Delta keys read into Delta fields; any other key is kept in ``extra`` (audio, annotations...).
 _KNOWN = frozenset({"role", "content", "reasoning_content", "reasoning", "refusal", "tool_calls"})
-
-
-def malformed(message: str) -> UpstreamProtocolError:
-    return UpstreamProtocolError(message, code="upstream_malformed")
 
 
 def finish_reason(raw: str) -> str:

@@ -18,24 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from providers import http1
+from providers import http1, upstream
 from providers.base import CompletionRequest, EmbeddingRequest, Embeddings, Usage
-from providers.errors import UpstreamProtocolError
-from providers.openai_chunks import finish_reason, malformed
+from providers.errors import UpstreamProtocolError, malformed
+from providers.openai_chunks import finish_reason
 from providers.sse import SSEDecoder, SSEError
 
 if TYPE_CHECKING:
     from providers.openai_compat import OpenAICompatProvider
-
-_MAX_JSON_BODY = 64 * 1024 * 1024
-ENDPOINTS = (b"embeddings", b"completions")
-
-
-def heads(chat_path: bytes, chat_head: bytes) -> dict[bytes, bytes]:
-    """The encoded request head of each endpoint, from chat's: the same header lines."""
-    base = chat_path.removesuffix(b"/chat/completions")
-    fields = chat_head.split(b"\r\n", 1)[1]
-    return {name: b"POST " + base + b"/" + name + b" HTTP/1.1\r\n" + fields for name in ENDPOINTS}
 
 
 async def _post(
@@ -46,33 +36,17 @@ async def _post(
     request_id: str | None,
     on_queue: Callable[[bool], None] | None,
 ) -> http1.RawResponse:
-    content = orjson.dumps(payload)
-    head = provider._heads[endpoint] + b"content-length: " + str(len(content)).encode() + b"\r\n"
-    if request_id:
-        head += b"x-request-id: " + request_id.encode("latin-1") + b"\r\n"
-    with provider._mapped(before_head=True):
-        return await provider._transport.exchange(
-            provider._origin,
-            head + b"\r\n",
-            content,
-            connect_timeout=provider._connect_timeout,
-            pool_timeout=provider._pool_timeout,
-            on_queue=on_queue,
-        )
+    return await provider._upstream.post(
+        provider._paths[endpoint], orjson.dumps(payload), request_id=request_id, on_queue=on_queue
+    )
 
 
 async def _read_object(provider: OpenAICompatProvider, response: http1.RawResponse) -> Any:
     """A whole JSON body (bounded), parsed; malformed if it is not a JSON object."""
-    parts: list[bytes] = []
-    size = 0
     with provider._mapped(before_head=False):
-        async for part in response.aiter_raw():
-            size += len(part)
-            if size > _MAX_JSON_BODY:
-                raise malformed("the upstream's answer is larger than the gateway accepts")
-            parts.append(part)
+        raw = await upstream.read_whole(response)
     try:
-        data = orjson.loads(b"".join(parts))
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         data = None
     if type(data) is not dict:

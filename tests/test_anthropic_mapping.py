@@ -18,10 +18,10 @@ import pytest
 from anthropic.types.message_create_params import MessageCreateParamsStreaming
 
 from gateway.surfaces.chat_render import Aggregator, ChunkRenderer
-from providers.anthropic_request import RequestPolicy, UnsupportedRequest, messages_body
+from providers.anthropic_request import RequestPolicy, messages_body
 from providers.anthropic_stream import EventReader, message_to_chunks
 from providers.base import Chunk, Delta
-from providers.errors import UpstreamProtocolError, UpstreamStreamError
+from providers.errors import UnsupportedRequest, UpstreamProtocolError, UpstreamStreamError
 from tests.support.anthropic_upstream import (
     ERROR_TYPES,
     REDACTED,

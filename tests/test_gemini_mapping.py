@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from providers.base import Chunk, Delta
-from providers.errors import ProviderError
-from providers.gemini_errors import ModelOutputError, UnsupportedRequest, google_error
+from providers.errors import ProviderError, UnsupportedRequest
+from providers.gemini_errors import ModelOutputError, google_error
 from providers.gemini_request import GENERATED_ID, chat_request, embed_requests
 from providers.gemini_response import ResponseReader, new_call_id
 from tests.support.gemini_upstream import SCENARIOS, SIGNATURE, checked, request_problem, whole
