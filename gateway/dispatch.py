@@ -18,11 +18,11 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from starlette.types import Receive
+from starlette.types import Receive, Send
 
 from gateway.asgi import ClientDisconnected
 from gateway.errors import (
@@ -182,14 +182,21 @@ class Session:
         assert error is not None
         raise self._failed(from_provider_error(error))
 
-    async def pump(self, first: T, sink: Callable[[T], Awaitable[None]]) -> APIError | None:
-        """Feed ``first`` and every later item to ``sink``; None when the stream completed,
-        else the error to render (the stream is over either way)."""
+    async def pump(
+        self, first: T, render: Callable[[T], bytes], send: Send | None = None
+    ) -> APIError | None:
+        """``render`` ``first`` and every later item; what it returns, when not empty, goes to
+        ``send`` as a part of the response body. None when the stream completed, else the
+        error to render (the stream is over either way).
+
+        ``render`` is a plain function and the body part is sent from here: this loop runs
+        once per streamed chunk, and a coroutine per chunk would cost more than the work.
+        """
         assert self._open is not None
         deployment, stream = self._open
         dog = self.dog
         try:
-            return await self._pump(deployment, stream, first, sink)
+            return await self._pump(deployment, stream, first, render, send)
         finally:
             dog.close()  # the stream is over: nothing may cancel what the surface sends last
 
@@ -198,14 +205,17 @@ class Session:
         deployment: Deployment,
         stream: AsyncGenerator[Any, None],
         first: T,
-        sink: Callable[[T], Awaitable[None]],
+        render: Callable[[T], bytes],
+        send: Send | None,
     ) -> APIError | None:
         dog = self.dog
         item = first
         next_item = stream.__anext__
         try:
             while True:
-                await sink(item)
+                body = render(item)
+                if body and send is not None:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
                 dog.waiting()
                 try:
                     item = await next_item()

@@ -167,6 +167,8 @@ def _has_key_in_query(query: bytes) -> bool:
 
 
 def _printable_path(path: str) -> str:
+    if len(path) <= 300 and path.isprintable():
+        return path
     return "".join(ch if ch.isprintable() else "?" for ch in path[:300])
 
 

@@ -262,7 +262,12 @@ class _Connection(asyncio.Protocol):
                 return b""
             if self._error is not None:
                 raise self._error
-            await self._wait()
+            # Inline, not self._wait(): this runs for every piece of a paced stream.
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         chunk = chunks.popleft()
         self._buffered -= len(chunk)
         if self._paused and self._buffered < _HIGH_WATER // 2 and self.transport:

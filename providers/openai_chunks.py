@@ -98,10 +98,12 @@ def _delta(choice: Any, key: str, calls: dict[int, dict[int, tuple[str | None, i
     if type(index) is not int or index < 0:
         raise malformed("the upstream sent a choice without a valid index")
     body = choice.get(key)
-    result = Delta(choice=index)
+    result = Delta(index)
     if body is not None and type(body) is not dict:
         raise malformed(f"the upstream sent a {key} that is not an object")
-    if body:
+    if body and len(body) <= 2 and "content" in body and (len(body) == 1 or "role" in body):
+        result.text = _text(body["content"])  # the common case: a piece of text
+    elif body:
         result.text = _text(body.get("content"))
         reasoning = body.get("reasoning_content")
         result.reasoning = _text(reasoning if reasoning is not None else body.get("reasoning"))
@@ -109,7 +111,7 @@ def _delta(choice: Any, key: str, calls: dict[int, dict[int, tuple[str | None, i
         tool_calls = body.get("tool_calls")
         if tool_calls:
             result.tool_calls = _tool_calls(tool_calls, calls.setdefault(index, {}))
-        if len(body) > 2 or (body.keys() - _KNOWN):
+        if not _KNOWN.issuperset(body):
             extra = {k: v for k, v in body.items() if k not in _KNOWN and v is not None}
             result.extra = extra or None
     raw_finish = choice.get("finish_reason")

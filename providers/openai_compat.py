@@ -88,8 +88,12 @@ class OpenAICompatProvider:
             decoder = SSEDecoder()
             reader = ChunkReader()
             while True:
-                with self._mapped(before_head=False):
+                try:  # not a `with`: this runs once per streamed chunk
                     data = await response.read()
+                except http1.TransportError as exc:
+                    raise upstream.transport_error(
+                        exc, provider=self.name, before_head=False
+                    ) from exc
                 try:
                     events = decoder.feed(data) if data else decoder.flush()
                 except SSEError as exc:

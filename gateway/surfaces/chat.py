@@ -20,7 +20,7 @@ from gateway.observe import CALL_SCOPE_KEY, Call
 from gateway.routing import Router
 from gateway.surfaces.chat_render import DONE, Aggregator, ChunkRenderer, error_event
 from gateway.validation import Limits, ParsedRequest, check_content_type, validate_chat_request
-from providers.base import ChatRequest, Chunk
+from providers.base import ChatRequest
 
 logger = logging.getLogger("gateway")
 
@@ -95,12 +95,8 @@ class ChatCompletions:
         renderer = ChunkRenderer(model=session.deployment.model_id)
         if not request.stream:
             aggregator = Aggregator()
-
-            async def collect(chunk: Chunk) -> None:
-                aggregator.add(chunk)
-                _note(call, chunk)
-
-            error = await session.pump(first, collect)
+            error = await session.pump(first, aggregator.add)
+            call.usage, call.finish_reason = aggregator.usage, aggregator.finish_reason
             if error is not None:
                 await send_error(send, error)
             else:
@@ -111,15 +107,8 @@ class ChatCompletions:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         except OSError:
             raise ClientDisconnected from None
-        render = renderer.render
-
-        async def forward(chunk: Chunk) -> None:
-            _note(call, chunk)
-            body = render(chunk)
-            if body:
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-
-        error = await session.pump(first, forward)
+        error = await session.pump(first, renderer.render, send)
+        call.usage, call.finish_reason = renderer.usage, renderer.finish_reason
         if error is not None:
             tail = error_event(error.payload())
         elif request.include_usage and call.usage is not None:
@@ -129,15 +118,8 @@ class ChatCompletions:
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
-def _note(call: Call, chunk: Chunk) -> None:
-    """What observers learn from the stream: usage, and how it finished."""
-    if chunk.usage is not None:
-        call.usage = chunk.usage
-    for delta in chunk.deltas:
-        if delta.finish_reason:
-            call.finish_reason = delta.finish_reason
-
-
 def _printable(value: str) -> str:
     """A client's model name, fit for a log line: bounded, no control characters."""
+    if len(value) <= 200 and value.isprintable():
+        return value
     return "".join(ch if ch.isprintable() else "?" for ch in value[:200])

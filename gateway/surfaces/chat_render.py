@@ -50,15 +50,20 @@ def _tool_call(call: ToolCallDelta) -> dict[str, Any]:
 
 
 class ChunkRenderer:
-    """Pre-encodes what every chunk of one completion shares, so a chunk costs one dumps."""
+    """Pre-encodes what every chunk of one completion shares, so a chunk costs one dumps.
 
-    __slots__ = ("_prefix", "_started", "created", "id", "model")
+    It also keeps what the stream said last of its usage and finish, for the observers.
+    """
+
+    __slots__ = ("_prefix", "_started", "created", "finish_reason", "id", "model", "usage")
 
     def __init__(self, *, model: str) -> None:
         self.id = completion_id()
         self.created = int(time.time())
         self.model = model
         self._started: set[int] = set()  # choices whose first delta (with the role) went out
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
         head = orjson.dumps(
             {
                 "id": self.id,
@@ -71,6 +76,8 @@ class ChunkRenderer:
 
     def render(self, chunk: Chunk) -> bytes:
         """The SSE event for ``chunk``'s deltas; ``b""`` when it has none (usage only)."""
+        if chunk.usage is not None:
+            self.usage = chunk.usage
         if not chunk.deltas:
             return b""
         body = orjson.dumps([self._choice(d) for d in chunk.deltas])
@@ -82,6 +89,15 @@ class ChunkRenderer:
         return self._prefix + b'[],"usage":' + orjson.dumps(render_usage(usage)) + b"}\n\n"
 
     def _choice(self, d: Delta) -> dict[str, Any]:
+        if d.finish_reason is not None:
+            self.finish_reason = d.finish_reason
+        elif d.text is not None and d.choice in self._started and _only_text(d):
+            return {  # the common case, a piece of text, without the checks below
+                "index": d.choice,
+                "delta": {"content": d.text},
+                "finish_reason": None,
+                "logprobs": None,
+            }
         delta: dict[str, Any] = {}
         if d.choice not in self._started:
             self._started.add(d.choice)
@@ -105,6 +121,19 @@ class ChunkRenderer:
             "finish_reason": d.finish_reason,
             "logprobs": d.logprobs,
         }
+
+
+def _only_text(d: Delta) -> bool:
+    """Whether ``d`` carries nothing but text (its finish was checked already)."""
+    return (
+        d.reasoning is None
+        and not d.tool_calls
+        and not d.extra
+        and d.refusal is None
+        and not d.logprobs
+        and d.reasoning_signature is None
+        and d.redacted_reasoning is None
+    )
 
 
 def error_event(payload: dict[str, Any]) -> bytes:
@@ -137,14 +166,16 @@ class _Choice:
 class Aggregator:
     """Folds the stream's deltas into whole messages, per choice."""
 
-    __slots__ = ("_choices", "system_fingerprint", "usage")
+    __slots__ = ("_choices", "finish_reason", "system_fingerprint", "usage")
 
     def __init__(self) -> None:
         self._choices: dict[int, _Choice] = {}
         self.usage: Usage | None = None
+        self.finish_reason: str | None = None  # the last one seen, for the observers
         self.system_fingerprint: str | None = None
 
-    def add(self, chunk: Chunk) -> None:
+    def add(self, chunk: Chunk) -> bytes:
+        """Fold ``chunk`` in; ``b""``: nothing to send yet (see ``Session.pump``)."""
         if chunk.usage is not None:
             self.usage = chunk.usage
         if chunk.system_fingerprint:
@@ -168,13 +199,14 @@ class Aggregator:
                     else:
                         state.extra[key] = value  # audio, annotations...
             if d.finish_reason:
-                state.finish_reason = d.finish_reason
+                state.finish_reason = self.finish_reason = d.finish_reason
             if d.logprobs:
                 merged = state.logprobs or {"content": None, "refusal": None}
                 for part in ("content", "refusal"):
                     if d.logprobs.get(part):
                         merged[part] = (merged[part] or []) + d.logprobs[part]
                 state.logprobs = merged
+        return b""
 
     def completion(self, *, renderer: ChunkRenderer) -> dict[str, Any]:
         choices = []

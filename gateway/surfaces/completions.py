@@ -174,9 +174,10 @@ class CompletionsEndpoint(Surface[CompletionCall]):
         if not request.stream:
             aggregator = CompletionAggregator()
 
-            async def collect(data: dict[str, Any]) -> None:
+            def collect(data: dict[str, Any]) -> bytes:
                 note(data)
                 aggregator.add(data)
+                return b""
 
             error = await session.pump(first, collect)
             if error is not None:
@@ -192,13 +193,11 @@ class CompletionsEndpoint(Surface[CompletionCall]):
             raise ClientDisconnected from None
         render = renderer.render
 
-        async def forward(data: dict[str, Any]) -> None:
+        def forward(data: dict[str, Any]) -> bytes:
             note(data)
-            body = render(data)
-            if body:
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+            return render(data)
 
-        error = await session.pump(first, forward)
+        error = await session.pump(first, forward, send)
         if error is not None:
             tail = error_event(error.payload())
         elif request.include_usage and call.usage is not None:

@@ -149,8 +149,8 @@ class EmbeddingsEndpoint(Surface[EmbeddingCall]):
         await send_json(send, 200, body)
 
 
-async def _ignore(item: Embeddings) -> None:
-    return None
+def _ignore(item: Embeddings) -> bytes:
+    return b""  # the one item is rendered once the stream is over
 
 
 async def _embed(
