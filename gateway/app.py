@@ -35,6 +35,7 @@ from gateway.surfaces.embeddings import EmbeddingsEndpoint
 from gateway.validation import Limits
 from providers.base import Provider
 from providers.http1 import PoolTransport
+from providers.registry import BUILTIN_TYPES
 from providers.spec import ProviderContext
 
 logger = logging.getLogger("gateway")
@@ -85,6 +86,7 @@ class Upstreams:
                 logger=logging.getLogger(f"gateway.provider.{name}"),
             )
             provider = p.spec.create(context, p.options)
+            plugin = BUILTIN_TYPES.get(p.type) is not p.spec
             self.providers[name] = provider
             policy = _policy(settings, p)
             threshold = (
@@ -102,6 +104,7 @@ class Upstreams:
                         upstream_model=model,
                         policy=policy,
                         breaker=CircuitBreaker(model_id, threshold=threshold, cooldown=cooldown),
+                        guarded=plugin,
                     )
                 )
 

@@ -39,6 +39,7 @@ from providers.errors import ProviderError, UpstreamProtocolError, UpstreamTimeo
 
 logger = logging.getLogger("gateway")
 T = TypeVar("T")
+GUARD_GRACE = 1.0  # seconds a plugin's step has to end once cancelled
 Start = Callable[[Deployment], AsyncGenerator[T, None]]
 
 
@@ -125,6 +126,8 @@ class Session:
                 dog.restart_first_token(policy.first_token if self.stream else None)
                 deployment.in_flight += 1
                 stream = start(deployment)
+                if deployment.guarded:
+                    stream = guarded(stream, provider=deployment.provider.name)
                 self._open = (deployment, stream)
                 try:
                     first = await stream.__anext__()
@@ -285,6 +288,47 @@ class Session:
     def _failed(self, error: APIError) -> APIError:
         self.call.error_code = error.code
         return error
+
+
+async def guarded(
+    stream: AsyncGenerator[T, None], *, provider: str, grace: float = GUARD_GRACE
+) -> AsyncGenerator[T, None]:
+    """``stream`` with each step awaited in a task of its own.
+
+    A provider's code runs in the request's task, so a provider that catches every
+    cancellation could hold a request (and a drain) for ever. Behind this guard, a cancelled
+    request cancels the step, gives it ``grace`` seconds, then leaves it behind and goes on.
+    Plugins' streams get it (a task per step); the built-in providers, whose cancellation is
+    tested, do not.
+    """
+
+    async def step() -> T:
+        return await stream.__anext__()
+
+    pending: asyncio.Task[T] | None = None
+    try:
+        while True:
+            pending = asyncio.ensure_future(step())
+            try:
+                item = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                pending.cancel()
+                await asyncio.wait({pending}, timeout=grace)
+                if not pending.done():
+                    logger.error(
+                        "provider '%s' ignored a cancellation for %.1fs: left behind",
+                        provider,
+                        grace,
+                    )
+                raise
+            except StopAsyncIteration:
+                pending = None
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is None or pending.done():
+            await stream.aclose()
 
 
 def _contained(exc: Exception, deployment: Deployment) -> UpstreamProtocolError:

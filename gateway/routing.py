@@ -37,6 +37,7 @@ class Deployment:
     policy: Policy
     breaker: CircuitBreaker
     in_flight: int = 0
+    guarded: bool = False  # a plugin's: each step runs apart, so ignoring cancellation cannot hold
 
 
 @dataclass(frozen=True, slots=True)

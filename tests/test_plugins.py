@@ -410,11 +410,6 @@ def test_a_plugin_ignoring_cancellation_is_cut_off_at_the_idle_timeout(
     assert post(fake_gateway, "f/ok").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/dispatch.py waits for a provider that swallows every cancellation and "
-    "never yields again: the request hangs and the drain cannot finish",
-)
 def test_a_plugin_swallowing_every_cancellation_still_ends_the_request(
     install: Install, site: Path, tmp_path: Path
 ) -> None:
