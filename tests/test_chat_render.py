@@ -96,3 +96,20 @@ def test_stream_chunks_carry_the_role_once_and_reasoning_as_reasoning_content() 
     assert deltas[2] == {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}
     assert events[-1]["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
     assert renderer.render(Chunk([], usage=Usage(1, 1))) == b""
+
+
+def test_reasoning_signatures_reach_the_client_to_be_sent_back() -> None:
+    renderer = ChunkRenderer(model="p/m")
+    frame = renderer.render(Chunk([Delta(reasoning="hm", reasoning_signature="sig-1")]))
+    delta = orjson.loads(frame.removeprefix(b"data: "))["choices"][0]["delta"]
+    assert (delta["reasoning_content"], delta["reasoning_signature"]) == ("hm", "sig-1")
+    completion = _aggregate(
+        Chunk([Delta(reasoning="Let me think.")]),
+        Chunk([Delta(reasoning_signature="EqQBCgIYAhIM")]),
+        Chunk([Delta(redacted_reasoning="opaque")]),
+        Chunk([Delta(text="Done.", finish_reason="stop")]),
+    )
+    message = completion["choices"][0]["message"]  # type: ignore[index]
+    assert message["reasoning_content"] == "Let me think."
+    assert message["reasoning_signature"] == "EqQBCgIYAhIM"
+    assert message["redacted_reasoning"] == "opaque"

@@ -1,7 +1,10 @@
 """The normalized stream in OpenAI's chat grammar: SSE chunks, or one aggregated completion.
 
 Reasoning is rendered as ``reasoning_content`` (what DeepSeek, vLLM and most OpenAI-compatible
-reasoning servers send); tool calls carry the gateway's own per-choice index.
+reasoning servers send), with its opaque ``reasoning_signature`` and ``redacted_reasoning``
+when the upstream gave them, so that a client can send them back with the assistant turn (the
+anthropic provider needs them to continue a conversation with thinking and tools); tool calls
+carry the gateway's own per-choice index.
 """
 
 from __future__ import annotations
@@ -108,6 +111,10 @@ class ChunkRenderer:
             delta["content"] = d.text
         if d.reasoning is not None:
             delta["reasoning_content"] = d.reasoning
+        if d.reasoning_signature is not None:
+            delta["reasoning_signature"] = d.reasoning_signature
+        if d.redacted_reasoning is not None:
+            delta["redacted_reasoning"] = d.redacted_reasoning
         if d.refusal is not None:
             delta["refusal"] = d.refusal
         if d.tool_calls:
@@ -148,13 +155,17 @@ class _Choice:
         "function_call",
         "logprobs",
         "reasoning",
+        "redacted_reasoning",
         "refusal",
+        "signature",
         "tool_calls",
     )
 
     def __init__(self) -> None:
         self.content: list[str] = []
         self.reasoning: list[str] = []
+        self.signature: list[str] = []
+        self.redacted_reasoning: list[str] = []
         self.refusal: list[str] = []
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.function_call: dict[str, str] | None = None
@@ -188,6 +199,10 @@ class Aggregator:
                 state.content.append(d.text)
             if d.reasoning is not None:
                 state.reasoning.append(d.reasoning)
+            if d.reasoning_signature is not None:
+                state.signature.append(d.reasoning_signature)
+            if d.redacted_reasoning is not None:
+                state.redacted_reasoning.append(d.redacted_reasoning)
             if d.refusal is not None:
                 state.refusal.append(d.refusal)
             for call in d.tool_calls or ():
@@ -219,6 +234,10 @@ class Aggregator:
             }
             if state.reasoning:
                 message["reasoning_content"] = "".join(state.reasoning)
+            if state.signature:  # opaque: the pieces as they came, joined as a stream joins them
+                message["reasoning_signature"] = "".join(state.signature)
+            if state.redacted_reasoning:
+                message["redacted_reasoning"] = "".join(state.redacted_reasoning)
             if state.tool_calls:
                 message["tool_calls"] = [state.tool_calls[i] for i in sorted(state.tool_calls)]
             if state.function_call:
