@@ -10,7 +10,7 @@ import hmac
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,11 +54,13 @@ class RequestContext:
         scope[CALL_SCOPE_KEY] = call
         id_header = (b"x-request-id", request_id.encode("ascii"))
 
-        async def send_with_id(message: Message) -> None:
+        # A plain function returning send's awaitable, not a coroutine of its own: it runs for
+        # every streamed chunk.
+        def send_with_id(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 call.status = message["status"]
                 message["headers"] = [*message.get("headers", ()), id_header]
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_with_id)

@@ -37,7 +37,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
 import httptools
@@ -368,12 +368,13 @@ class RawResponse:
                 return value.decode("latin-1")
         return None
 
-    async def read(self) -> bytes:
+    def read(self) -> Awaitable[bytes]:
         """The next piece of the body as it arrives; ``b""`` once it is complete.
 
-        Raises :class:`ResponseBroken` or :class:`MalformedResponse`.
+        Raises :class:`ResponseBroken` or :class:`MalformedResponse`. (The connection's own
+        coroutine, not one wrapping it: this runs for every piece of a stream.)
         """
-        return await self._connection.read()
+        return self._connection.read()
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         read = self._connection.read
