@@ -39,10 +39,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Every streamed chunk allocates a few short-lived containers; at Python's default (700) the
-# young generation is collected every few dozen chunks, each time walking every live stream's
-# young objects. Reference counting frees almost all of them anyway.
-GC_THRESHOLDS = (20_000, 20, 20)
 
 
 def _configure_logging(level: str) -> None:
@@ -149,7 +145,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     # What start-up built lives as long as the process: the collector need not scan it again.
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
     server = uvicorn.Server(config)
     # uvicorn re-raises SIGTERM/SIGINT once it has shut down; after a completed drain that is a
     # clean exit, so the re-raised signal is ignored and the process exits 0.
