@@ -28,7 +28,7 @@ from gateway.middleware import AuthMiddleware, HotPaths, RequestContext, static_
 from gateway.observe import LogObserver, Observer, Observers
 from gateway.resilience import CircuitBreaker, RetryPolicy
 from gateway.routing import Deployment, Policy, Router
-from gateway.settings import ProviderSettings, Settings
+from gateway.settings import ENV_PREFIX, ConfigError, ProviderSettings, Settings
 from gateway.surfaces.chat import ChatCompletions
 from gateway.surfaces.completions import CompletionsEndpoint
 from gateway.surfaces.embeddings import EmbeddingsEndpoint
@@ -85,7 +85,15 @@ class Upstreams:
                 pool_timeout=p.pool_timeout or settings.pool_timeout,
                 logger=logging.getLogger(f"gateway.provider.{name}"),
             )
-            provider = p.spec.create(context, p.options)
+            try:
+                provider = p.spec.create(context, p.options)
+            except Exception as exc:  # a plugin's factory: stop the start in one line
+                logger.debug("creating provider %r", name, exc_info=exc)
+                raise ConfigError(
+                    f"invalid configuration: {ENV_PREFIX}PROVIDERS__{name.upper()}__TYPE: "
+                    f"provider type {p.type!r} failed to start ({type(exc).__name__}; "
+                    "--log-level debug shows where)"
+                ) from None
             plugin = BUILTIN_TYPES.get(p.type) is not p.spec
             self.providers[name] = provider
             policy = _policy(settings, p)

@@ -86,10 +86,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(plugins(words[1:]))
     args = parse_args(argv)
     _configure_logging(args.log_level)
+    ui_on = not args.no_ui and args.workers == 1
     try:
         settings: Settings = load_settings(args.env_file)
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
+        # Built here in every mode: a provider that cannot start stops the start here, once,
+        # rather than in every worker.
+        app = create_app(settings, open_prefixes=("/ui",) if ui_on else ())
     except ConfigError as exc:
         print(f"llm-gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -101,7 +105,6 @@ def main(argv: list[str] | None = None) -> None:
             host,
             port,
         )
-    ui_on = not args.no_ui and args.workers == 1
     if not args.no_ui and args.workers > 1:
         logger.warning(
             "--workers > 1 serves the API only: Gradio keeps its queue in one process. Run the "
@@ -124,7 +127,6 @@ def main(argv: list[str] | None = None) -> None:
         )
         uvicorn.supervisors.Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
-    app = create_app(settings, open_prefixes=("/ui",) if ui_on else ())
     if ui_on:
         import ui  # Gradio is heavy: imported only when the UI is served
 

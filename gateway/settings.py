@@ -8,6 +8,7 @@ variable; values are never echoed, since some are secrets.
 
 from __future__ import annotations
 
+import logging
 import re
 import typing
 from pathlib import Path
@@ -31,6 +32,7 @@ from pydantic_settings.exceptions import SettingsError
 from providers.registry import provider_type
 from providers.spec import ProviderType
 
+logger = logging.getLogger("gateway")
 ENV_PREFIX = "GATEWAY_"
 PositiveSeconds = Annotated[float, Field(gt=0)]
 ModelName = Annotated[str, Field(min_length=1)]
@@ -104,6 +106,14 @@ class ProviderSettings(BaseModel):
             if error["type"] == "extra_forbidden":
                 message = f"not a variable of provider type {self.type!r}"
             raise config_error("__" + where, message) from None
+        except Exception as exc:  # a plugin's validator raising what pydantic does not wrap
+            logger.debug("options of provider type %r", self.type, exc_info=exc)
+            # Only the class: the message of someone else's exception may hold a value.
+            raise config_error(
+                "__TYPE",
+                f"provider type {self.type!r} failed to read its options "
+                f"({type(exc).__name__}; --log-level debug shows where)",
+            ) from None
         # The TYPE's variables live on in ``options`` only (keys there as secrets, not text).
         self.__pydantic_extra__ = {}
         if self.models is None:

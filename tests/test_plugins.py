@@ -262,8 +262,30 @@ def start(env: dict[str, str], site: Path, tmp_path: Path) -> subprocess.Complet
             "load: it was written for provider contract version 0",
         ),
         ({}, "GATEWAY_PROVIDERS__ECHO__TYPE: provider type 'echo' is built in, and llm-gateway-"),
+        (
+            {
+                "GATEWAY_PROVIDERS__X__TYPE": "fake",
+                "GATEWAY_PROVIDERS__X__GREETING": "explode-options",
+            },
+            "GATEWAY_PROVIDERS__X__TYPE: provider type 'fake' failed to read its options "
+            "(KeyError;",
+        ),
+        (
+            {
+                "GATEWAY_PROVIDERS__X__TYPE": "fake",
+                "GATEWAY_PROVIDERS__X__GREETING": "explode-create",
+            },
+            "GATEWAY_PROVIDERS__X__TYPE: provider type 'fake' failed to start (RuntimeError;",
+        ),
     ],
-    ids=["import-error", "bad-options", "contract", "shadows-echo"],
+    ids=[
+        "import-error",
+        "bad-options",
+        "contract",
+        "shadows-echo",
+        "options-raise",
+        "create-raises",
+    ],
 )
 def test_a_configured_plugin_that_cannot_load_stops_the_start_in_one_line(
     install: Install, site: Path, tmp_path: Path, env: dict[str, str], line: str
@@ -284,6 +306,7 @@ def test_a_configured_plugin_that_cannot_load_stops_the_start_in_one_line(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("llm-gateway: invalid configuration: " + line), lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+    assert "sk-plugin-secret" not in result.stderr + result.stdout
 
 
 def test_an_unconfigured_broken_plugin_costs_nothing(

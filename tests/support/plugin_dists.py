@@ -13,7 +13,7 @@ from pathlib import Path
 BEHAVING = """
 import asyncio
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from providers.base import Chunk, Delta, Usage
 from providers.spec import ProviderType
@@ -24,9 +24,18 @@ class Options(BaseModel):
 
     greeting: str = "hello"
 
+    @field_validator("greeting")
+    @classmethod
+    def _careless(cls, value):
+        if value == "explode-options":  # a validator raising what pydantic does not wrap
+            raise KeyError("sk-plugin-secret-in-a-message")
+        return value
+
 
 class Provider:
     def __init__(self, context, options):
+        if options.greeting == "explode-create":
+            raise RuntimeError("sk-plugin-secret-in-a-message")
         self.name = context.name
         self.models = context.models
         self.greeting = options.greeting
