@@ -91,18 +91,23 @@ def invalid_request(exc: ValidationError, *, tags: frozenset[str] = frozenset())
 
 
 def printable(value: str) -> str:
-    """A client's model name, fit for a log line or a message: bounded, no control characters."""
+    """A client's string, fit for a message or a log line: bounded, no control characters."""
+    if len(value) <= 200 and value.isprintable():
+        return value
     return "".join(ch if ch.isprintable() else "?" for ch in value[:200])
 
 
 def capable(
-    chain: Sequence[Deployment], capability: type, *, model: str, what: str
+    chain: Sequence[Deployment], capability: type | None, *, model: str, what: str
 ) -> tuple[Deployment, ...]:
-    """The deployments of ``chain`` whose provider implements ``capability``, in order.
+    """The deployments of ``chain`` whose provider implements ``capability`` (None: every
+    provider, chat), in order.
 
     A fallback to a provider without it is skipped; when none has it the request is the
     client's mistake (that model cannot do this), not an upstream failure: 400.
     """
+    if capability is None:
+        return tuple(chain)
     able = tuple(d for d in chain if isinstance(d.provider, capability))
     if not able:
         provider = chain[0].provider.name
@@ -149,7 +154,7 @@ class Surface(abc.ABC, Generic[R]):
 
     path: ClassVar[str]
     surface: ClassVar[str]  # Call.surface
-    capability: ClassVar[type]  # a runtime-checkable protocol of providers.base
+    capability: ClassVar[type | None]  # a runtime-checkable protocol of providers.base
     capability_name: ClassVar[str]  # for the 400 when no provider has it
 
     def __init__(self, *, router: Router, dispatcher: Dispatcher, max_body_bytes: int) -> None:
