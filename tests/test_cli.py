@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
-import sys
 from pathlib import Path
 
 from tests.conftest import sdk
-from tests.support.servers import free_port, spawn
-
-GATEWAY = shutil.which("llm-gateway") or str(Path(sys.executable).with_name("llm-gateway"))
+from tests.support.servers import GATEWAY, free_port, spawn
 
 
 def test_starts_on_echo_with_no_config_and_exits_0_on_sigterm(tmp_path: Path) -> None:

@@ -28,8 +28,7 @@ from providers import registry
 from tests.conftest import sdk, settings, sse_data
 from tests.support.plugin_dists import behaving_source, write_distribution
 from tests.support.plugin_install import SCRIPTED, pip_install
-from tests.support.servers import free_port, serve_in_thread, spawn
-from tests.test_cli import GATEWAY
+from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
 
 Install = Callable[..., None]
 MARKER = "imported.marker"

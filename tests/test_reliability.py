@@ -373,14 +373,11 @@ def test_a_503_storm_costs_at_most_1_2_upstream_attempts_per_request(
 
 
 def test_sigterm_drains_then_ends_the_rest_with_an_error_event(tmp_path: Any) -> None:
-    import shutil
     import signal
-    import sys
-    from pathlib import Path
 
+    from tests.support.servers import GATEWAY as exe
     from tests.support.servers import free_port, spawn
 
-    exe = shutil.which("llm-gateway") or str(Path(sys.executable).with_name("llm-gateway"))
     port = free_port()
     env = {
         "GATEWAY_DRAIN_TIMEOUT": "1.5",

@@ -9,9 +9,7 @@ clear_refs before each attempt) against its RSS before. Complements tests/test_b
 from __future__ import annotations
 
 import select
-import shutil
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +22,8 @@ from gateway.app import create_app
 from tests.conftest import fault_provider, post_chat, settings
 from tests.support import rawhttp
 from tests.support.fault_upstream import FaultUpstream
-from tests.support.servers import ProcessServer, free_port, serve_in_thread, spawn
+from tests.support.servers import GATEWAY, ProcessServer, free_port, serve_in_thread, spawn
 
-GATEWAY = shutil.which("llm-gateway") or str(Path(sys.executable).with_name("llm-gateway"))
 MIB = 1 << 20
 OK_BODY = {"model": "echo/echo", "messages": [{"role": "user", "content": "still served"}]}
 

@@ -11,8 +11,6 @@ piece of them, case-insensitively.
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +24,8 @@ from tests.conftest import GatewayFactory, post_chat, sdk
 from tests.support import rawhttp
 from tests.support.fault_upstream import FaultUpstream, serve_fault_upstream
 from tests.support.leaky_upstream import LeakyUpstream, serve_leaky_upstream
-from tests.support.servers import free_port, spawn
+from tests.support.servers import GATEWAY, free_port, spawn
 
-GATEWAY = shutil.which("llm-gateway") or str(Path(sys.executable).with_name("llm-gateway"))
 UPSTREAM_KEY = "sk-canary-upstream-7Hq2Zx9Lw4Tb"
 LEAKY_KEY = "sk-canary-leakyup-Fa3Gs7Hd2JkM"
 DEAD_KEY = "sk-canary-deadport-Vb8Nc3Rt6YpQ"

@@ -26,7 +26,7 @@ import ui
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.support.fault_upstream import FaultUpstream
-from tests.support.servers import free_port, serve_in_thread, spawn
+from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
 from ui_stream import to_openai_messages
 
 KEY = "sk-visitor-key-0123456789"
@@ -345,7 +345,7 @@ def test_python_ui_py_runs_the_ui_alone_against_a_gateway(keyed_gateway: str) ->
 
 def test_llm_gateway_mounts_the_ui_which_asks_visitors_for_a_key() -> None:
     port = free_port()
-    cmd = [str(Path(sys.executable).with_name("llm-gateway")), "--port", str(port)]
+    cmd = [GATEWAY, "--port", str(port)]
     env = {
         "GATEWAY_API_KEYS": f'["{KEY}"]',
         "GATEWAY_PROVIDERS__ECHO__TYPE": "echo",
@@ -365,7 +365,7 @@ def test_llm_gateway_mounts_the_ui_which_asks_visitors_for_a_key() -> None:
 
 def test_llm_gateway_no_ui_serves_the_api_only() -> None:
     port = free_port()
-    cmd = [str(Path(sys.executable).with_name("llm-gateway")), "--no-ui", "--port", str(port)]
+    cmd = [GATEWAY, "--no-ui", "--port", str(port)]
     env = {"GATEWAY_PROVIDERS__ECHO__TYPE": "echo"}
     with spawn(cmd, env=env, ready_url=f"http://127.0.0.1:{port}/health") as server:
         assert httpx.get(f"{server.base_url}/ui/", timeout=10).status_code == 404

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,7 +28,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["ASGIApp", "ProcessServer", "free_port", "serve_in_thread", "spawn"]
+__all__ = ["GATEWAY", "ASGIApp", "ProcessServer", "free_port", "serve_in_thread", "spawn"]
+
+# The gateway's executable of the environment the tests run in (not whichever is on PATH).
+GATEWAY = str(Path(sys.executable).with_name("llm-gateway"))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
