@@ -24,11 +24,12 @@ KEYS = ["first-key-0123456789", "second-key-0123456789"]
 class Recording:
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
-        self.lock = threading.Lock()
+        self.changed = threading.Condition()
 
     def _add(self, kind: str, value: Any) -> None:
-        with self.lock:
+        with self.changed:
             self.events.append((kind, value))
+            self.changed.notify_all()
 
     def attempt_started(self, call: Call, deployment: str) -> None:
         self._add("attempt_started", deployment)
@@ -42,8 +43,13 @@ class Recording:
     def finished(self, call: Call) -> None:
         self._add("finished", dataclasses.replace(call))
 
-    def take(self) -> list[tuple[str, Any]]:
-        with self.lock:
+    def take(self, finished: int = 0) -> list[tuple[str, Any]]:
+        """The events so far, once ``finished`` requests have been reported finished: the
+        server reports it after the response's last byte, so a client may be faster."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: sum(kind == "finished" for kind, _ in self.events) >= finished, 5
+            )
             events, self.events = self.events, []
         return events
 
@@ -73,7 +79,7 @@ def test_an_answered_request_reports_its_attempt_first_token_and_finish(
         headers={"authorization": f"Bearer {KEYS[1]}"},
     )
     assert response.status_code == 200
-    events = recording.take()
+    events = recording.take(finished=1)
     assert [kind for kind, _ in events] == [
         "attempt_started",
         "attempt_finished",
@@ -106,7 +112,7 @@ def test_a_failed_request_reports_each_attempt_with_its_cause(
         headers={"authorization": f"Bearer {KEYS[0]}"},
     )
     assert response.status_code == 502
-    events = recording.take()
+    events = recording.take(finished=1)
     assert [kind for kind, _ in events] == ["attempt_started", "attempt_finished"] * 2 + [
         "finished"
     ]
@@ -123,7 +129,7 @@ def test_requests_that_never_reach_a_provider_are_reported_too(
     recording.take()
     assert httpx.get(url + "/v1/models", timeout=5).status_code == 401
     assert httpx.get(url + "/health", timeout=5).status_code == 200
-    calls = [call for kind, call in recording.take() if kind == "finished"]
+    calls = [call for kind, call in recording.take(finished=2) if kind == "finished"]
     assert [(c.path, c.status, c.key_id, c.surface) for c in calls] == [
         ("/v1/models", 401, None, None),
         ("/health", 200, None, None),
