@@ -157,7 +157,8 @@ def create_app(
     ``observers`` are told about every request, after the access log."""
     upstreams = Upstreams(settings)
     router = build_router(settings, upstreams.deployments)
-    observed = Observers([LogObserver(access_log=settings.access_log), *observers])
+    log = LogObserver(access_log=settings.access_log, structured=settings.log_format == "json")
+    observed = Observers([log, *observers])
     chat = ChatCompletions(
         router=router,
         dispatcher=Dispatcher(observers=observed),

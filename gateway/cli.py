@@ -11,6 +11,7 @@ import sys
 
 import uvicorn
 
+from gateway import logs
 from gateway.app import create_app
 from gateway.server import make_config
 from gateway.settings import ConfigError, Settings, load_settings
@@ -38,22 +39,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-    for noisy in ("httpx", "httpx2"):  # one line per call (httpx2: the openai SDK the UI uses)
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def app_from_env() -> object:
     """The API app of one worker process, from the env file named by the parent process.
 
     Workers are spawned, not forked: each sets up its own logging.
     """
-    _configure_logging(os.environ.get(LOG_LEVEL_VAR, "info"))
-    return create_app(load_settings(os.environ.get(ENV_FILE_VAR)))
+    settings = load_settings(os.environ.get(ENV_FILE_VAR))
+    logs.configure(os.environ.get(LOG_LEVEL_VAR, "info"), json=settings.log_format == "json")
+    return create_app(settings)
 
 
 def _local_url(host: str, port: int) -> str:
@@ -85,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     if words[:1] == ["plugins"]:
         raise SystemExit(plugins(words[1:]))
     args = parse_args(argv)
-    _configure_logging(args.log_level)
+    logs.configure(args.log_level, json=False)
     ui_on = not args.no_ui and args.workers == 1
     try:
         settings: Settings = load_settings(args.env_file)
@@ -97,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"llm-gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if settings.log_format == "json":
+        logs.configure(args.log_level, json=True)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     if not settings.api_keys:
@@ -122,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             drain_timeout=settings.drain_timeout,
             header_timeout=settings.header_timeout,
             body_timeout=settings.body_timeout,
+            json_logs=settings.log_format == "json",
             workers=args.workers,
             factory=True,
         )
@@ -144,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         drain_timeout=settings.drain_timeout,
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
+        json_logs=settings.log_format == "json",
     )
     # What start-up built lives as long as the process: the collector need not scan it again.
     gc.freeze()

@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from gateway.logs import FIELDS_ATTRIBUTE
 from providers.base import Usage
 from providers.errors import ProviderError
 
@@ -93,10 +94,13 @@ class LogObserver:
     """The access log (one line per request) and one warning per failed request.
 
     Lines carry the request id; never a key, a body or upstream text beyond our own messages.
+    With ``structured``, both also carry the request's fields (:func:`call_fields`) for the
+    JSON log format.
     """
 
-    def __init__(self, *, access_log: bool = True) -> None:
+    def __init__(self, *, access_log: bool = True, structured: bool = False) -> None:
         self.access_log = access_log
+        self.structured = structured
 
     def attempt_started(self, call: Call, deployment: str) -> None:
         return None
@@ -108,6 +112,7 @@ class LogObserver:
         return None
 
     def finished(self, call: Call) -> None:
+        extra = {FIELDS_ATTRIBUTE: call_fields(call)} if self.structured else None
         if self.access_log:
             access_logger.info(
                 '%s "%s %s" %d %.1fms id=%s%s',
@@ -118,6 +123,7 @@ class LogObserver:
                 (time.perf_counter() - call.started) * 1000,
                 call.request_id,
                 _details(call),
+                extra=extra,
             )
         if call.error_code is not None and call.attempts:
             logger.warning(
@@ -130,7 +136,45 @@ class LogObserver:
                 call.attempts,
                 call.error_code,
                 call.cause,
+                extra=extra,
             )
+
+
+def call_fields(call: Call) -> dict[str, Any]:
+    """The request's fields for a structured log line."""
+    fields: dict[str, Any] = {
+        "request_id": call.request_id,
+        "key_id": call.key_id,
+        "client": call.client,
+        "method": call.method,
+        "path": call.path,
+        "status": call.status,
+        "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
+    }
+    if call.surface is not None:
+        deployment = call.deployment
+        fields.update(
+            surface=call.surface,
+            model=call.model,
+            deployment=deployment,
+            provider=deployment.split("/", 1)[0] if deployment else None,
+            stream=call.stream,
+            attempts=call.attempts,
+            ttft_ms=None if call.ttft is None else round(call.ttft * 1000, 3),
+            finish_reason=call.finish_reason,
+        )
+        usage = call.usage
+        if usage is not None:
+            fields.update(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_tokens=usage.cached_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                usage_source=usage.source,
+            )
+    if call.error_code is not None:
+        fields.update(error=call.error_code, cause=call.cause)
+    return fields
 
 
 def _details(call: Call) -> str:

@@ -139,7 +139,9 @@ def make_config(
     body_timeout: float = HeaderDeadlineProtocol.body_timeout,
     workers: int = 1,
     factory: bool = False,
+    json_logs: bool = False,
 ) -> uvicorn.Config:
+    extra: dict[str, Any] = {"log_config": None} if json_logs else {}  # ours: JSON lines
     config = uvicorn.Config(
         app,
         host=host,
@@ -155,8 +157,9 @@ def make_config(
         workers=workers,
         factory=factory,
         # On SIGTERM uvicorn stops accepting, lets requests run this long, then cancels them;
-        # a cancelled stream ends with an error event (see gateway.completions).
+        # a cancelled stream ends with an error event (see gateway.dispatch).
         timeout_graceful_shutdown=drain_timeout,  # type: ignore[arg-type]
+        **extra,
     )
     config.header_timeout = header_timeout  # type: ignore[attr-defined]
     config.body_timeout = body_timeout  # type: ignore[attr-defined]

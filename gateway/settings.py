@@ -12,7 +12,7 @@ import logging
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -194,6 +194,7 @@ class Settings(BaseSettings):
     header_timeout: PositiveSeconds = 10.0
     body_timeout: PositiveSeconds = 60.0
     access_log: bool = True
+    log_format: Literal["text", "json"] = "text"
     cors_origins: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")

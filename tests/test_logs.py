@@ -1,0 +1,90 @@
+"""GATEWAY_LOG_FORMAT=json: every line a process writes is one JSON object, and a request's
+lines carry its fields — never a key."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import fault_provider, post_chat, sdk
+from tests.support.fault_upstream import FaultUpstream
+from tests.support.servers import GATEWAY, free_port, spawn
+
+CLIENT_KEY = "client-key-for-json-logs-0123"
+UPSTREAM_KEY = "sk-upstream-canary-1234567890"  # fault_provider's
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_json_logs_are_one_object_per_line_with_the_requests_fields(
+    fault_upstream: tuple[str, FaultUpstream], tmp_path: Path, workers: int
+) -> None:
+    provider = fault_provider(fault_upstream[0], models=["ok", "status:500"], max_retries=1)
+    env = {
+        "GATEWAY_LOG_FORMAT": "json",
+        "GATEWAY_API_KEYS": json.dumps([CLIENT_KEY]),
+        **{f"GATEWAY_PROVIDERS__FAULT__{k.upper()}": _env(v) for k, v in provider.items()},
+    }
+    port = free_port()
+    with spawn(
+        [GATEWAY, "--no-ui", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        ready_url=f"http://127.0.0.1:{port}/health",
+        cwd=tmp_path,
+        timeout=40,
+    ) as server:
+        client = sdk(server.base_url, CLIENT_KEY)
+        reply = client.chat.completions.with_raw_response.create(
+            model="fault/ok", messages=[{"role": "user", "content": "alpha beta"}]
+        )
+        ok_id = reply.headers["x-request-id"]
+        failed = post_chat(
+            server.base_url,
+            {"model": "fault/status:500", "messages": [{"role": "user", "content": "x"}]},
+            headers={"authorization": f"Bearer {CLIENT_KEY}", "x-request-id": "trace-500"},
+        )
+        assert failed.status_code == 502
+        server.terminate(signal.SIGTERM)
+        server.wait(20)
+        output = server.output()
+
+    lines = [line for line in output.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    assert CLIENT_KEY not in output and UPSTREAM_KEY[:12] not in output
+
+    ok = _one(records, lambda r: r.get("request_id") == ok_id and r["logger"] == "gateway.access")
+    assert ok["status"] == 200 and ok["key_id"] == "static-0"
+    assert (ok["surface"], ok["model"], ok["deployment"], ok["provider"]) == (
+        "chat",
+        "fault/ok",
+        "fault/ok",
+        "fault",
+    )
+    assert ok["attempts"] == 1 and ok["ttft_ms"] > 0 and ok["duration_ms"] >= ok["ttft_ms"]
+    assert (ok["input_tokens"], ok["output_tokens"]) == (2, 2) and "error" not in ok
+
+    bad = _one(
+        records, lambda r: r.get("request_id") == "trace-500" and r["logger"] == "gateway.access"
+    )
+    assert (bad["status"], bad["attempts"], bad["error"]) == (502, 2, "upstream_error")
+    assert "HTTP 500" in bad["cause"]
+    warning = _one(
+        records, lambda r: r.get("request_id") == "trace-500" and r["level"] == "warning"
+    )
+    assert warning["logger"] == "gateway" and warning["error"] == "upstream_error"
+    retries = [r for r in records if "retrying" in r["message"]]
+    assert retries and all("trace-500" in r["message"] for r in retries)
+
+
+def _one(records: list[dict[str, Any]], match: Any) -> dict[str, Any]:
+    found = [r for r in records if match(r)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _env(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
