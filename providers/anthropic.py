@@ -29,7 +29,7 @@ from providers import http1, upstream
 from providers.anthropic_request import SAMPLING_MODELS, RequestPolicy, messages_body
 from providers.anthropic_stream import EventReader, message_to_chunks, stream_error
 from providers.base import ChatRequest, Chunk
-from providers.errors import UpstreamProtocolError, UpstreamStatusError, malformed, status_error
+from providers.errors import UpstreamProtocolError, UpstreamStatusError, malformed
 from providers.spec import ProviderContext, ProviderType
 from providers.sse import SSEDecoder, SSEError
 
@@ -174,12 +174,7 @@ class AnthropicProvider:
         return upstream.mapped(self.name, before_head=before_head)
 
     async def _status_error(self, response: http1.RawResponse) -> UpstreamStatusError:
-        return status_error(
-            response.status,
-            provider=self.name,
-            detail=self._redact(upstream.error_message(await upstream.read_error_body(response))),
-            retry_after=upstream.retry_after(response.header(b"retry-after")),
-        )
+        return await upstream.status_failure(response, provider=self.name, redact=self._redact)
 
     async def aclose(self) -> None:
         return None  # the transport is the gateway's

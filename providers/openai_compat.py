@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from providers import http1, openai_endpoints, upstream
 from providers.base import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, Embeddings
-from providers.errors import UpstreamStatusError, UpstreamStreamError, malformed, status_error
+from providers.errors import UpstreamStatusError, UpstreamStreamError, malformed
 from providers.openai_chunks import ChunkReader, completion_to_chunks
 from providers.spec import ProviderContext, ProviderType
 from providers.sse import SSEDecoder, SSEError
@@ -135,12 +135,7 @@ class OpenAICompatProvider:
         return upstream.mapped(self.name, before_head=before_head)
 
     async def _status_error(self, response: http1.RawResponse) -> UpstreamStatusError:
-        return status_error(
-            response.status,
-            provider=self.name,
-            detail=self._redact(upstream.error_message(await upstream.read_error_body(response))),
-            retry_after=upstream.retry_after(response.header(b"retry-after")),
-        )
+        return await upstream.status_failure(response, provider=self.name, redact=self._redact)
 
     async def aclose(self) -> None:
         return None  # the transport is the gateway's

@@ -25,8 +25,10 @@ from providers.errors import (
     ProviderError,
     UpstreamConnectError,
     UpstreamProtocolError,
+    UpstreamStatusError,
     UpstreamTimeout,
     malformed,
+    status_error,
 )
 from providers.spec import ProviderContext
 
@@ -183,6 +185,18 @@ def error_message(raw: bytes) -> str:
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return str(error["message"])
     return error if isinstance(error, str) else ""
+
+
+async def status_failure(
+    response: http1.RawResponse, *, provider: str, redact: Callable[[str], str]
+) -> UpstreamStatusError:
+    """The error for a non-2xx answer with an OpenAI- or Anthropic-style error body."""
+    return status_error(
+        response.status,
+        provider=provider,
+        detail=redact(error_message(await read_error_body(response))),
+        retry_after=retry_after(response.header(b"retry-after")),
+    )
 
 
 def retry_after(value: str | None) -> float | None:
