@@ -10,20 +10,14 @@ from __future__ import annotations
 
 from starlette.types import Send
 
-from gateway.asgi import ClientDisconnected, send_error, send_json
+from gateway.asgi import send_error, send_json
 from gateway.dispatch import Dispatcher, Session
 from gateway.errors import APIError
 from gateway.routing import Router
-from gateway.surfaces.chat_render import DONE, Aggregator, ChunkRenderer, error_event
-from gateway.surfaces.shared import Parsed, Surface
+from gateway.surfaces.chat_render import Aggregator, ChunkRenderer
+from gateway.surfaces.shared import Parsed, Surface, serve_sse
 from gateway.validation import Limits, ParsedRequest, validate_chat_request
 from providers.base import ChatRequest
-
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-store"),
-    (b"x-accel-buffering", b"no"),
-]
 
 
 class ChatCompletions(Surface[ParsedRequest]):
@@ -70,16 +64,13 @@ class ChatCompletions(Surface[ParsedRequest]):
                 await send_json(send, 200, aggregator.completion(renderer=renderer))
             return
 
+        def usage_event() -> bytes:
+            usage = renderer.usage
+            if request.include_usage and usage is not None:
+                return renderer.render_usage(usage)
+            return b""
+
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        except OSError:
-            raise ClientDisconnected from None
-        error = await session.pump(first, renderer.render, send)
-        call.usage, call.finish_reason = renderer.usage, renderer.finish_reason
-        if error is not None:
-            tail = error_event(error.payload())
-        elif request.include_usage and call.usage is not None:
-            tail = renderer.render_usage(call.usage) + DONE
-        else:
-            tail = DONE
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+            await serve_sse(session, first, renderer.render, send, tail=usage_event)
+        finally:
+            call.usage, call.finish_reason = renderer.usage, renderer.finish_reason

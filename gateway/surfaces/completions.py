@@ -26,14 +26,20 @@ from pydantic import (
 from starlette.types import Send
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from gateway.asgi import ClientDisconnected, send_error, send_json
+from gateway.asgi import send_error, send_json
 from gateway.dispatch import Dispatcher, Session
 from gateway.errors import APIError, InvalidRequest
 from gateway.routing import Deployment, Router
-from gateway.surfaces.chat import SSE_HEADERS
-from gateway.surfaces.chat_render import DONE, error_event
 from gateway.surfaces.completions_render import CompletionAggregator, CompletionRenderer
-from gateway.surfaces.shared import SHAPE_TAGS, Parsed, Surface, input_shape, parse_body, usage_from
+from gateway.surfaces.shared import (
+    SHAPE_TAGS,
+    Parsed,
+    Surface,
+    input_shape,
+    parse_body,
+    serve_sse,
+    usage_from,
+)
 from gateway.validation import Limits
 from providers.base import CompletionRequest, SupportsCompletions
 
@@ -187,21 +193,16 @@ class CompletionsEndpoint(Surface[CompletionCall]):
                 await send_json(send, 200, answer)
             return
 
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        except OSError:
-            raise ClientDisconnected from None
         render = renderer.render
 
         def forward(data: dict[str, Any]) -> bytes:
             note(data)
             return render(data)
 
-        error = await session.pump(first, forward, send)
-        if error is not None:
-            tail = error_event(error.payload())
-        elif request.include_usage and call.usage is not None:
-            tail = renderer.render_usage(call.usage) + DONE
-        else:
-            tail = DONE
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        def usage_event() -> bytes:
+            usage = call.usage
+            if request.include_usage and usage is not None:
+                return renderer.render_usage(usage)
+            return b""
+
+        await serve_sse(session, first, forward, send, tail=usage_event)

@@ -16,7 +16,7 @@ import abc
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -28,10 +28,16 @@ from gateway.dispatch import Dispatcher, Session
 from gateway.errors import APIError, InvalidRequest, MethodNotAllowed
 from gateway.observe import CALL_SCOPE_KEY, Call
 from gateway.routing import Deployment, Router
+from gateway.surfaces.chat_render import DONE, error_event
 from gateway.validation import check_content_type, parse_json, scan_body
 from providers.base import Usage
 
 logger = logging.getLogger("gateway")
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),
+]
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -209,3 +215,23 @@ class Surface(abc.ABC, Generic[R]):
                 await send_error(
                     send, APIError("internal error in the gateway", code="internal_error")
                 )
+
+
+async def serve_sse(
+    session: Session,
+    first: T,
+    render: Callable[[T], bytes],
+    send: Send,
+    *,
+    tail: Callable[[], bytes],
+) -> None:
+    """Answer as OpenAI's SSE grammar: the response head, every item as ``render`` frames it,
+    then ``tail()`` (a usage event, or nothing) and ``[DONE]``; after a failure, an error
+    event and no ``[DONE]``."""
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    except OSError:  # ASGI 2.4 servers raise it once the client is gone
+        raise ClientDisconnected from None
+    error = await session.pump(first, render, send)
+    end = error_event(error.payload()) if error is not None else tail() + DONE
+    await send({"type": "http.response.body", "body": end, "more_body": False})
