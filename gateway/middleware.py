@@ -7,9 +7,9 @@ FastAPI route, passes through the same instances, so state kept by a layer is ke
 from __future__ import annotations
 
 import hmac
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl
 
@@ -42,7 +42,7 @@ class RequestContext:
         if given is not None and _SANE_REQUEST_ID.fullmatch(given):
             request_id = given.decode("ascii")
         else:
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()  # as random as uuid4().hex, at a third of the cost
         client = scope.get("client")
         call = Call(
             request_id=request_id,

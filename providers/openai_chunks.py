@@ -46,6 +46,23 @@ class ChunkReader:
     def read(self, data: dict[str, Any]) -> Chunk:
         choices = data.get("choices")
         deltas: list[Delta] = []
+        if type(choices) is list and len(choices) == 1:
+            # The common case, one choice gaining a piece of text, read without the general
+            # path's calls: this runs once per streamed chunk.
+            choice = choices[0]
+            body = choice.get("delta") if type(choice) is dict else None
+            if (
+                type(body) is dict
+                and len(body) == 1
+                and type(body.get("content")) is str
+                and choice.get("finish_reason") is None
+                and not choice.get("logprobs")
+            ):
+                index = choice.get("index", 0)
+                if type(index) is int and index >= 0:
+                    self._unfinished.add(index)
+                    deltas.append(Delta(index, body["content"]))
+                    choices = None
         if choices:
             if type(choices) is not list:
                 raise malformed("the upstream sent a chunk whose choices are not a list")

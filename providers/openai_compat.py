@@ -25,6 +25,8 @@ from providers.openai_chunks import ChunkReader, completion_to_chunks
 from providers.spec import ProviderContext, ProviderType
 from providers.sse import SSEDecoder, SSEError
 
+_NOT_JSON = "the upstream sent an event that is not valid JSON"
+
 
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -101,7 +103,13 @@ class OpenAICompatProvider:
                 for event in events:
                     if event == b"[DONE]":
                         return
-                    yield reader.read(self._event(event))
+                    try:
+                        chunk = orjson.loads(event)
+                    except orjson.JSONDecodeError:
+                        raise malformed(_NOT_JSON) from None
+                    if type(chunk) is not dict or "error" in chunk:
+                        chunk = self._checked(chunk)
+                    yield reader.read(chunk)
                 if not data:
                     break
             reader.check_finished()
@@ -117,10 +125,15 @@ class OpenAICompatProvider:
         return openai_endpoints.complete(self, request)
 
     def _event(self, event: bytes) -> dict[str, Any]:
+        """A streamed event's JSON object (see ``stream``'s loop for the inlined common case)."""
         try:
             data = orjson.loads(event)
         except orjson.JSONDecodeError:
-            raise malformed("the upstream sent an event that is not valid JSON") from None
+            raise malformed(_NOT_JSON) from None
+        return data if type(data) is dict and "error" not in data else self._checked(data)
+
+    def _checked(self, data: Any) -> dict[str, Any]:
+        """An event's JSON that is not a plain object: an error report, or not an object."""
         if type(data) is not dict:
             raise malformed("the upstream sent an event that is not a JSON object")
         error = data.get("error")

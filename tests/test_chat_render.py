@@ -113,3 +113,27 @@ def test_reasoning_signatures_reach_the_client_to_be_sent_back() -> None:
     assert message["reasoning_content"] == "Let me think."
     assert message["reasoning_signature"] == "EqQBCgIYAhIM"
     assert message["redacted_reasoning"] == "opaque"
+
+
+def test_plain_text_chunks_render_as_the_general_path_would() -> None:
+    """Text of a started choice is framed by hand (the hot path); it must be the same JSON the
+    general path gives, for any choice index, with and without a system fingerprint."""
+    renderer = ChunkRenderer(model="p/m")
+    renderer.render(Chunk([Delta(0, text=""), Delta(3, text="")]))  # both choices started
+    for chunk in (
+        Chunk([Delta(0, text='a "quoted"\n\u2028 text')]),
+        Chunk([Delta(3, text="x")], system_fingerprint="fp_1"),
+    ):
+        event = orjson.loads(renderer.render(chunk).removeprefix(b"data: "))
+        validate("CreateChatCompletionStreamResponse", event)
+        d = chunk.deltas[0]
+        assert event["choices"] == [
+            {
+                "index": d.choice,
+                "delta": {"content": d.text},
+                "finish_reason": None,
+                "logprobs": None,
+            }
+        ]
+        assert event.get("system_fingerprint") == chunk.system_fingerprint
+        assert event["model"] == "p/m"

@@ -172,3 +172,30 @@ def test_a_whole_completion_becomes_one_chunk_of_deltas_and_one_of_usage() -> No
     assert delta.reasoning == "why" and delta.finish_reason == "tool_calls"
     assert delta.tool_calls == [ToolCallDelta(0, id="x", name="f", arguments="{}")]
     assert chunks[1].usage == Usage(1, 2)
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        _choice({"content": "hi"}),  # the common case, read on the fast path
+        _choice({"content": "hi"}, index=2),
+        _choice({"role": "assistant", "content": "hi"}),
+        {"delta": {"content": "hi"}, "finish_reason": None},  # no index: choice 0
+    ],
+)
+def test_a_text_chunk_reads_the_same_on_every_path(choice: dict[str, Any]) -> None:
+    reader = ChunkReader()
+    chunk = reader.read({"choices": [choice], "usage": None, "system_fingerprint": "fp"})
+    assert [(d.choice, d.text, d.finish_reason) for d in chunk.deltas] == [
+        (choice.get("index", 0), "hi", None)
+    ]
+    assert chunk.usage is None and chunk.system_fingerprint == "fp"
+    reader.read({"choices": [_choice({}, "stop", index=9)]})
+    with pytest.raises(UpstreamProtocolError, match="before it finished"):
+        reader.check_finished()  # the text's choice started and never finished
+
+
+@pytest.mark.parametrize("index", [-1, "0", None])
+def test_a_text_chunk_with_a_bad_index_is_malformed(index: Any) -> None:
+    with pytest.raises(UpstreamProtocolError):
+        ChunkReader().read({"choices": [{"index": index, "delta": {"content": "x"}}]})

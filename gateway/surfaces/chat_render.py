@@ -9,8 +9,8 @@ carry the gateway's own per-choice index.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -18,10 +18,12 @@ import orjson
 from providers.base import Chunk, Delta, ToolCallDelta, Usage
 
 DONE = b"data: [DONE]\n\n"
+# What orjson makes of a choice whose delta is only text (index, dumped text).
+_TEXT_CHOICE = b'[{"index":%d,"delta":{"content":%b},"finish_reason":null,"logprobs":null}]'
 
 
 def completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex
+    return "chatcmpl-" + os.urandom(16).hex()
 
 
 def render_usage(usage: Usage) -> dict[str, Any]:
@@ -81,9 +83,26 @@ class ChunkRenderer:
         """The SSE event for ``chunk``'s deltas; ``b""`` when it has none (usage only)."""
         if chunk.usage is not None:
             self.usage = chunk.usage
-        if not chunk.deltas:
+        deltas = chunk.deltas
+        if not deltas:
             return b""
-        body = orjson.dumps([self._choice(d) for d in chunk.deltas])
+        d = deltas[0]
+        if (  # the common case, a piece of text of a started choice: framed here, one dumps
+            len(deltas) == 1
+            and d.text is not None
+            and d.finish_reason is None
+            and d.choice in self._started
+            and d.reasoning is None
+            and not d.tool_calls
+            and not d.extra
+            and d.refusal is None
+            and not d.logprobs
+            and d.reasoning_signature is None
+            and d.redacted_reasoning is None
+        ):
+            body = _TEXT_CHOICE % (d.choice, orjson.dumps(d.text))
+        else:
+            body = orjson.dumps([self._choice(d) for d in deltas])
         if chunk.system_fingerprint:
             body += b',"system_fingerprint":' + orjson.dumps(chunk.system_fingerprint)
         return self._prefix + body + b"}\n\n"
@@ -94,13 +113,6 @@ class ChunkRenderer:
     def _choice(self, d: Delta) -> dict[str, Any]:
         if d.finish_reason is not None:
             self.finish_reason = d.finish_reason
-        elif d.text is not None and d.choice in self._started and _only_text(d):
-            return {  # the common case, a piece of text, without the checks below
-                "index": d.choice,
-                "delta": {"content": d.text},
-                "finish_reason": None,
-                "logprobs": None,
-            }
         delta: dict[str, Any] = {}
         if d.choice not in self._started:
             self._started.add(d.choice)
@@ -128,19 +140,6 @@ class ChunkRenderer:
             "finish_reason": d.finish_reason,
             "logprobs": d.logprobs,
         }
-
-
-def _only_text(d: Delta) -> bool:
-    """Whether ``d`` carries nothing but text (its finish was checked already)."""
-    return (
-        d.reasoning is None
-        and not d.tool_calls
-        and not d.extra
-        and d.refusal is None
-        and not d.logprobs
-        and d.reasoning_signature is None
-        and d.redacted_reasoning is None
-    )
 
 
 def error_event(payload: dict[str, Any]) -> bytes:

@@ -7,8 +7,8 @@ objects share one shape, so the aggregate is the chunks' choices joined per inde
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -23,7 +23,7 @@ class CompletionRenderer:
     __slots__ = ("_prefix", "created", "id", "model")
 
     def __init__(self, *, model: str) -> None:
-        self.id = "cmpl-" + uuid.uuid4().hex
+        self.id = "cmpl-" + os.urandom(16).hex()
         self.created = int(time.time())
         self.model = model
         head = orjson.dumps(
