@@ -104,12 +104,12 @@ class OpenAICompatProvider:
                     if event == b"[DONE]":
                         return
                     try:
-                        chunk = orjson.loads(event)
+                        parsed = orjson.loads(event)
                     except orjson.JSONDecodeError:
                         raise malformed(_NOT_JSON) from None
-                    if type(chunk) is not dict or "error" in chunk:
-                        chunk = self._checked(chunk)
-                    yield reader.read(chunk)
+                    if type(parsed) is not dict or "error" in parsed:
+                        parsed = self._checked(parsed)
+                    yield reader.read(parsed)
                 if not data:
                     break
             reader.check_finished()
