@@ -1,0 +1,97 @@
+"""``POST /v1/responses``: OpenAI's Responses API in front of any provider (what Codex speaks).
+
+The request becomes a chat body (:mod:`gateway.surfaces.responses_request`), built again for
+each deployment tried, so that replayed reasoning reaches only the upstream that produced it;
+the provider's normalized stream becomes Responses events or one response object
+(:mod:`gateway.surfaces.responses_render`). Before the first byte a failure is OpenAI's error
+body with its real status; after it, the stream ends with ``response.failed``, never a silent
+``response.completed``.
+"""
+
+from __future__ import annotations
+
+from starlette.types import Send
+
+from gateway.asgi import ClientDisconnected, send_json
+from gateway.dispatch import Dispatcher, Session
+from gateway.errors import APIError
+from gateway.routing import Router
+from gateway.surfaces.responses_render import ResponseBuilder
+from gateway.surfaces.responses_request import ResponsesRequest, parse_responses_request
+from gateway.surfaces.shared import SSE_HEADERS, Parsed, Surface
+from gateway.tenancy.estimate import chat_tokens
+from gateway.validation import Limits
+from providers.base import ChatRequest
+
+
+class ResponsesEndpoint(Surface[ResponsesRequest]):
+    path = "/v1/responses"
+    surface = "responses"
+    capability = None  # every provider chats, and a response is a chat
+    capability_name = "the Responses API"
+
+    def __init__(
+        self, *, router: Router, dispatcher: Dispatcher, limits: Limits, max_body_bytes: int
+    ) -> None:
+        super().__init__(router=router, dispatcher=dispatcher, max_body_bytes=max_body_bytes)
+        self.limits = limits
+
+    def parse(self, raw: bytes) -> Parsed[ResponsesRequest]:
+        request = parse_responses_request(raw, self.limits)
+        body = request.body
+
+        def cap_output(tokens: int) -> None:
+            body["max_completion_tokens"] = tokens
+
+        return Parsed(
+            request=request,
+            model=request.model,
+            stream=request.stream,
+            # the chat body holds all the upstream reads (replayed reasoning aside: an upstream
+            # reads its own signed thoughts, not counted here as chat's are not either)
+            estimate_input=lambda: chat_tokens(body),
+            output_cap=request.max_output_tokens,
+            cap_output=cap_output,
+        )
+
+    async def serve(self, session: Session, request: ResponsesRequest, send: Send) -> None:
+        call = session.call
+
+        def start(deployment_model: str, deployment: str) -> ChatRequest:
+            return ChatRequest(
+                deployment_model,
+                request.body_for(deployment),
+                stream=request.stream,
+                request_id=call.request_id,
+                on_queue=session.queued,
+            )
+
+        try:
+            first = await session.open(
+                lambda d: d.provider.stream(start(d.upstream_model, d.model_id))
+            )
+        except APIError as exc:
+            await self.send_error(send, exc)
+            return
+        deployment = session.deployment.model_id
+        builder = ResponseBuilder(
+            request, model=deployment, origin=deployment, stream=request.stream
+        )
+        try:
+            if not request.stream:
+                error = await session.pump(first, builder.render)
+                if error is not None:
+                    await self.send_error(send, error)
+                    return
+                _, final = builder.finish(None)
+                await send_json(send, 200, final)
+                return
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            except OSError:  # ASGI 2.4 servers raise it once the client is gone
+                raise ClientDisconnected from None
+            error = await session.pump(first, builder.render, send)
+            end, _ = builder.finish(error)
+            await send({"type": "http.response.body", "body": end, "more_body": False})
+        finally:
+            call.usage, call.finish_reason = builder.usage, builder.finish_reason
