@@ -1,0 +1,181 @@
+"""What virtual keys cost: non-stream requests/s of a gateway with a static key (no admin key:
+no tenancy, no ledger) against a gateway with a virtual key (RPM, TPM and a budget on, never
+reached) and the SQLite ledger.
+
+    .venv/bin/python bench/tenancy_cost.py [--rounds 5] [--duration 4] [-c 32] [--redis]
+
+The gateways run side by side in front of the bench's mock upstream and are loaded one at a
+time, the arms interleaved round by round (static, virtual[, redis]) so that a noisy machine
+disturbs them alike; the ratios are taken per round. ``--redis`` adds an arm on a third
+gateway that shares its counters through a ``redis-server`` the script starts (Debian's;
+tests/setup-services.sh installs it). Prints one JSON object: per-round figures, and the
+median ratio of each arm to the static one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from targets import API_KEY, BENCH, MODELS, REPO, Proc, base_env, free_port, log, mock_proc
+
+ADMIN_KEY = "bench-admin-key-0123456789"
+
+
+def gateway(
+    name: str, port: int, mock_port: int, workdir: Path, *, teams: bool, redis_url: str | None
+) -> Proc:
+    env_file = workdir / f"{name}.env"
+    lines = [
+        "GATEWAY_PROVIDERS__MOCK__TYPE=openai",
+        f"GATEWAY_PROVIDERS__MOCK__BASE_URL=http://127.0.0.1:{mock_port}/v1",
+        "GATEWAY_PROVIDERS__MOCK__API_KEY=sk-bench",
+        f"GATEWAY_PROVIDERS__MOCK__MODELS={json.dumps(MODELS)}",
+        f"GATEWAY_API_KEYS={json.dumps([API_KEY])}",
+        "GATEWAY_ACCESS_LOG=false",
+    ]
+    if teams:
+        lines += [
+            f"GATEWAY_ADMIN_KEY={ADMIN_KEY}",
+            f"GATEWAY_DATABASE_URL=sqlite:///{workdir / (name + '.db')}",
+            'GATEWAY_PRICES={"mock/mock": {"input": 0.15, "output": 0.6}}',
+        ]
+    if redis_url:
+        lines.append(f"GATEWAY_REDIS_URL={redis_url}")
+    env_file.write_text("\n".join(lines) + "\n")
+    exe = REPO / ".venv" / "bin" / "llm-gateway"
+    cmd = [str(exe), "--no-ui", "--port", str(port), "--env-file", str(env_file)]
+    return Proc(name, cmd, port, "/health")
+
+
+def virtual_key(port: int) -> str:
+    """A key with every limit on, none reachable in the run."""
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/admin/keys",
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        json={
+            "name": "bench",
+            "models": ["mock/*", "mock"],
+            "rpm": 1_000_000_000,
+            "tpm": 1_000_000_000_000,
+            "budget_usd": 1_000_000,
+            "budget_period": "month",
+        },
+        timeout=10,
+    )
+    response.raise_for_status()
+    key: str = response.json()["key"]
+    return key
+
+
+def load(a: argparse.Namespace, port: int, key: str, pid: int) -> dict[str, Any]:
+    argv = [sys.executable, str(BENCH / "loadgen.py"), "--url", f"http://127.0.0.1:{port}"]
+    argv += ["--cpu-pid", str(pid)]
+    argv += ["--model", "mock/mock", "-c", str(a.concurrency), "-n", "1000000"]
+    argv += ["-d", str(a.duration), "--grace", "5", "--api-key", key, "--warmup", "2"]
+    argv += ["--warmup-duration", "2"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=a.duration + 60, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"loadgen failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    out: dict[str, Any] = json.loads(r.stdout)
+    return out
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server not found: run tests/setup-services.sh")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    time.sleep(0.5)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per arm per round")
+    ap.add_argument("-c", "--concurrency", type=int, default=32)
+    ap.add_argument("--redis", action="store_true", help="add an arm with shared counters")
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tenancy-cost-"))
+    env = base_env()
+    mock = mock_proc(free_port())
+    procs: list[Proc] = [mock]
+    redis: subprocess.Popen[bytes] | None = None
+    try:
+        mock.start(None, env, work, 30)
+        plain = gateway("static", free_port(), mock.port, work, teams=False, redis_url=None)
+        teams = gateway("virtual", free_port(), mock.port, work, teams=True, redis_url=None)
+        for proc in (plain, teams):
+            procs.append(proc)
+            proc.start(None, env, work, 30)
+        arms: dict[str, tuple[Proc, str]] = {
+            "static": (plain, API_KEY),
+            "virtual": (teams, virtual_key(teams.port)),
+        }
+        if a.redis:
+            redis, redis_url = start_redis(work)
+            shared = gateway("redis", free_port(), mock.port, work, teams=True, redis_url=redis_url)
+            procs.append(shared)
+            shared.start(None, env, work, 30)
+            arms["virtual+redis"] = (shared, virtual_key(shared.port))
+        rounds: list[dict[str, dict[str, float]]] = []
+        for i in range(a.rounds):
+            row: dict[str, dict[str, float]] = {}
+            for name, (proc, key) in arms.items():
+                result = load(a, proc.port, key, proc.pid)
+                if result.get("errors"):
+                    log(f"round {i}: {name}: errors {result['errors']}")
+                row[name] = {"rps": result["rps"], "cpu_ms_per_req": result["cpu_ms_per_req"][0]}
+            log(
+                f"round {i}: "
+                + ", ".join(
+                    f"{k} {v['rps']} req/s {v['cpu_ms_per_req']} CPU-ms/req" for k, v in row.items()
+                )
+            )
+            rounds.append(row)
+        # Requests/s on a shared, noisy machine move with its load; the gateway's own CPU time
+        # per request does much less: static / virtual CPU is the share of the static
+        # throughput a CPU-bound gateway keeps.
+        ratios = {
+            name: {
+                "rps": round(
+                    statistics.median(r[name]["rps"] / r["static"]["rps"] for r in rounds), 3
+                ),
+                "cpu": round(
+                    statistics.median(
+                        r["static"]["cpu_ms_per_req"] / r[name]["cpu_ms_per_req"] for r in rounds
+                    ),
+                    3,
+                ),
+            }
+            for name in arms
+            if name != "static"
+        }
+        print(json.dumps({"rounds": rounds, "median_ratio_to_static": ratios}, indent=2))
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        if redis is not None:
+            redis.terminate()
+            redis.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

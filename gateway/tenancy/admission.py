@@ -1,0 +1,401 @@
+"""What the middleware and the surfaces call: who a virtual key is, and whether its request
+may go upstream.
+
+:meth:`Tenancy.authenticate` turns a bearer secret into a :class:`KeyRecord` through a
+short-lived cache (``key_cache_seconds``, 1 s by default: a key revoked anywhere stops working
+on every replica within that time). :meth:`Tenancy.admit` runs between parsing and dispatch:
+model list (403) before any counter moves, then one atomic admission (RPM, TPM, requests in
+flight, budgets) that reserves an upper bound of the request's tokens and cost. The
+:class:`Ticket` it returns adds the ``x-ratelimit-*`` headers to the response and settles the
+real usage exactly once when the request ends, whatever ended it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from starlette.types import Message, Scope, Send
+
+from gateway.errors import (
+    APIError,
+    AuthenticationError,
+    InsufficientQuota,
+    InvalidRequest,
+    PermissionDenied,
+    RateLimited,
+    ServiceUnavailable,
+)
+from gateway.observe import Call
+from gateway.routing import Deployment
+from gateway.settings import Settings
+from gateway.tenancy.keys import KeyRecord, key_digest, looks_like_key, window
+from gateway.tenancy.ledger import Ledger, priced_names
+from gateway.tenancy.limits import Ask, LocalLimiter, Verdict
+from gateway.tenancy.prices import Prices, Rate
+from gateway.tenancy.store import Store, open_engine
+from providers.base import Usage
+
+logger = logging.getLogger("gateway.tenancy")
+TENANT_SCOPE_KEY = "llm_gateway.tenant"
+# Reservation ids: this process's random prefix and a counter (unique across replicas).
+_PROCESS = os.urandom(6).hex() + "-"
+_counter = itertools.count()
+_NEGATIVE_CACHE = 10_000  # unknown digests remembered at most (a flood of guesses)
+
+
+class LimitsUnavailable(Exception):
+    """The shared counters cannot be reached and the failure policy refuses the request."""
+
+
+class Limiter(Protocol):
+    async def admit(self, ask: Ask) -> Verdict: ...
+
+    async def settle(self, ask: Ask, tokens: int, micro_usd: int) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Admissible(Protocol):
+    """What admission reads of a parsed request (``gateway.surfaces.shared.Parsed``)."""
+
+    model: str
+    estimate_input: Callable[[], int] | None
+    output_cap: int | None
+    choices: int
+    cap_output: Callable[[int], None] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A request's virtual key, on the ASGI scope for the surfaces and routes."""
+
+    tenancy: Tenancy
+    key: KeyRecord
+
+    def admit(
+        self, call: Call, parsed: Admissible, chain: Sequence[Deployment]
+    ) -> Awaitable[Ticket | None]:
+        return self.tenancy.admit(call, self.key, parsed, chain)
+
+
+class Tenancy:
+    """Keys, limits, prices and the ledger of one gateway process."""
+
+    def __init__(self, settings: Settings, *, limiter: Limiter | None = None) -> None:
+        assert settings.admin_key is not None
+        pepper = settings.key_pepper or settings.admin_key
+        self.pepper = pepper.get_secret_value().encode()
+        self.admin_key = settings.admin_key.get_secret_value().encode()
+        self.store = Store(open_engine(settings.database_url))
+        self.prices = Prices(settings.prices)
+        self.ledger = Ledger(self.store, self.prices, capacity=settings.ledger_queue_size)
+        self.ledger.prepare = self.ready
+        self.limiter: Limiter = limiter or LocalLimiter(self.baseline)
+        self.reserve_max_tokens = settings.reserve_max_tokens
+        self.cache_seconds = settings.key_cache_seconds
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._lookups: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self._ready: asyncio.Future[None] | None = None
+
+    async def baseline(self, key_id: str, since: float) -> tuple[int, int]:
+        """What a key spent since ``since``: the ledger's rows, with this process's rows not
+        yet written (never waiting for them to be). A batch committed between the two reads
+        counts twice: an overcount, once per key and window, never an undercount."""
+        micro, tokens = self.ledger.pending(key_id, since)
+        stored_micro, stored_tokens = await self.store.spent(key_id, since)
+        return stored_micro + micro, stored_tokens + tokens
+
+    async def ready(self) -> None:
+        """Migrate the database once (the first caller does it; the others wait)."""
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+            try:
+                applied = await self.store.migrate()
+                if applied:
+                    logger.info("database migrated to version %d", applied[-1])
+                self._ready.set_result(None)
+            except BaseException as exc:
+                self._ready.set_exception(exc)
+                self._ready.exception()
+                self._ready = None
+                raise
+        else:
+            await asyncio.shield(self._ready)
+
+    async def start(self) -> None:
+        """Migrate at start; a database that cannot be reached is logged, not fatal: static
+        keys keep working, virtual keys get 503 until it answers (each lookup tries again)."""
+        try:
+            await self.ready()
+        except Exception as exc:
+            logger.error(
+                "the database (GATEWAY_DATABASE_URL) cannot be reached: %s; virtual keys get "
+                "503 until it can",
+                type(exc).__name__,
+            )
+
+    async def aclose(self) -> None:
+        await self.ledger.aclose()
+        await self.limiter.aclose()
+        await self.store.aclose()
+
+    def is_admin(self, token: bytes) -> bool:
+        return hmac.compare_digest(token, self.admin_key)
+
+    # Keys
+    def digest(self, secret: bytes) -> str:
+        return key_digest(self.pepper, secret)
+
+    def remember(self, digest: str, key: KeyRecord | None) -> None:
+        """A key this process created or changed: valid here at once."""
+        if key is None and len(self._cache) >= _NEGATIVE_CACHE:
+            self._cache.clear()
+        self._cache[digest] = (time.monotonic() + self.cache_seconds, key)
+
+    def forget(self, key_id: str) -> None:
+        for digest, (_, key) in list(self._cache.items()):
+            if key is not None and key.id == key_id:
+                del self._cache[digest]
+
+    async def authenticate(self, token: bytes) -> KeyRecord | APIError:
+        """The active key ``token`` is, or the 401 to answer (unknown, revoked, expired); 503
+        when the database cannot say."""
+        if not looks_like_key(token):
+            return AuthenticationError("Invalid API key")
+        digest = self.digest(token)
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            key = cached[1]
+        else:
+            try:
+                key = await self._lookup(digest)
+            except Exception as exc:
+                logger.error("key lookup failed: %s", type(exc).__name__)
+                return ServiceUnavailable(
+                    "API keys cannot be checked right now; retry shortly",
+                    code="key_store_unavailable",
+                    headers={"retry-after": "1"},
+                )
+        if key is None:
+            return AuthenticationError("Invalid API key")
+        state = key.state()
+        if state != "active":
+            return AuthenticationError(f"This API key is {state}", code=f"api_key_{state}")
+        return key
+
+    async def _lookup(self, digest: str) -> KeyRecord | None:
+        """One database read per digest at a time, however many requests wait for it."""
+        pending = self._lookups.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
+        self._lookups[digest] = future
+        try:
+            await self.ready()
+            key = await self.store.key_by_digest(digest)
+            self.remember(digest, key)
+            future.set_result(key)
+            return key
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            del self._lookups[digest]
+
+    # Admission
+    def _rate(self, key: KeyRecord, model: str, chain: Sequence[Deployment]) -> Rate | None:
+        """The highest rate over the deployments that may answer (None: some are unpriced)."""
+        bound: Rate | None = None
+        for deployment in chain:
+            rate = self.prices.rate((deployment.model_id, deployment.upstream_model, model))
+            if rate is None:
+                return None
+            bound = rate if bound is None else bound.bound(rate)
+        return bound
+
+    async def admit(
+        self, call: Call, key: KeyRecord, parsed: Admissible, chain: Sequence[Deployment]
+    ) -> Ticket | None:
+        """Admit a request or raise its 4xx/503; None when the key has nothing to count."""
+        if not key.allows(parsed.model):
+            raise PermissionDenied(
+                f"this API key may not use the model '{parsed.model[:200]}'",
+                param="model",
+                code="model_not_allowed",
+            )
+        if not key.limited:
+            return None
+        tokens_in = parsed.estimate_input() if parsed.estimate_input is not None else 0
+        choices = max(1, parsed.choices)
+        cap = parsed.output_cap
+        if cap is None:
+            cap = self.reserve_max_tokens
+            if key.tpm is not None:  # a reservation must fit the whole minute's allowance
+                cap = min(cap, (key.tpm - tokens_in) // choices)
+            if key.caps_output and parsed.cap_output is not None and cap >= 1:
+                parsed.cap_output(cap)
+        tokens = tokens_in + max(cap, 0) * choices
+        no_room = parsed.output_cap is None and cap < 1  # the input alone fills the minute
+        if key.tpm is not None and (tokens > key.tpm or no_room):
+            raise InvalidRequest(
+                f"this request may use up to {tokens} tokens (input estimate plus output "
+                f"bound), more than this key's limit of {key.tpm} tokens per minute",
+                code="tokens_exceed_limit",
+            )
+        micro_usd = 0
+        if key.budget_micro_usd is not None:
+            rate = self._rate(key, parsed.model, chain)
+            if rate is None:
+                raise InvalidRequest(
+                    f"the model '{parsed.model[:200]}' has no price (GATEWAY_PRICES), and this "
+                    "key has a budget in USD",
+                    param="model",
+                    code="model_not_priced",
+                )
+            micro_usd = rate.cost(tokens_in, max(cap, 0) * choices)
+        name, start, end = window(key.budget_period, time.time())
+        ask = Ask(
+            key_id=key.id,
+            reservation=f"{_PROCESS}{next(_counter):x}",
+            rpm=key.rpm,
+            tpm=key.tpm,
+            max_parallel=key.max_parallel,
+            budget_micro_usd=key.budget_micro_usd,
+            budget_tokens=key.budget_tokens,
+            window=name,
+            window_start=start,
+            window_end=end,
+            tokens=tokens,
+            micro_usd=micro_usd,
+        )
+        try:
+            verdict = await self.limiter.admit(ask)
+        except Exception as exc:  # the database or Redis: a fast 503, never a 500
+            if not isinstance(exc, LimitsUnavailable):
+                logger.error("admission failed: %s", type(exc).__name__, exc_info=exc)
+            raise ServiceUnavailable(
+                "limits cannot be checked right now; retry shortly",
+                code="limits_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+        headers = rate_headers(key, verdict)
+        if not verdict.ok:
+            raise _refusal(verdict, headers)
+        return Ticket(self, ask, headers, tokens_in=tokens_in, tokens_out=tokens - tokens_in)
+
+
+class Ticket:
+    """An admitted request: its reservation, its headers, its one settlement."""
+
+    def __init__(
+        self,
+        tenancy: Tenancy,
+        ask: Ask,
+        headers: dict[str, str],
+        *,
+        tokens_in: int,
+        tokens_out: int,
+    ) -> None:
+        self.tenancy = tenancy
+        self.ask = ask
+        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.tokens_in = tokens_in
+        self.tokens_out = tokens_out
+        self.settled = False
+
+    def wrap(self, send: Send) -> Send:
+        """``send`` that adds the rate-limit headers to the response head."""
+        extra = self.headers
+
+        def send_with_headers(message: Message) -> Awaitable[None]:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            return send(message)
+
+        return send_with_headers
+
+    async def settle(self, call: Call) -> None:
+        """Charge what the request used, once. Without the provider's usage, a request that
+        produced output is charged its whole reservation (``usage_source='estimated'``):
+        never nothing; one that produced none is charged nothing."""
+        if self.settled:
+            return
+        self.settled = True
+        usage = call.usage
+        if usage is None and call.first_token_at is not None:
+            usage = call.usage = Usage(
+                input_tokens=self.tokens_in, output_tokens=self.tokens_out, source="estimated"
+            )
+        tokens = 0 if usage is None else usage.input_tokens + usage.output_tokens
+        micro_usd = 0
+        if usage is not None:
+            micro_usd, _ = self.tenancy.prices.cost(priced_names(call), usage)
+        try:
+            await self.tenancy.limiter.settle(self.ask, tokens, micro_usd)
+        except Exception as exc:  # the limiter queues or expires what it cannot settle
+            logger.error("request %s: settling failed (%s)", call.request_id, type(exc).__name__)
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's reset format: ``17ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{round(rest):d}s"
+
+
+def rate_headers(key: KeyRecord, verdict: Verdict) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if key.rpm is not None and verdict.requests_remaining is not None:
+        headers["x-ratelimit-limit-requests"] = str(key.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(verdict.requests_remaining)
+        headers["x-ratelimit-reset-requests"] = duration(verdict.requests_reset)
+    if key.tpm is not None and verdict.tokens_remaining is not None:
+        headers["x-ratelimit-limit-tokens"] = str(key.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(verdict.tokens_remaining)
+        headers["x-ratelimit-reset-tokens"] = duration(verdict.tokens_reset)
+    return headers
+
+
+def _refusal(verdict: Verdict, headers: dict[str, str]) -> APIError:
+    if verdict.reason in ("budget_usd", "budget_tokens"):
+        what = "USD" if verdict.reason == "budget_usd" else "token"
+        return InsufficientQuota(  # no Retry-After: not before the window ends, if ever
+            f"this API key's {what} budget is spent for the current period",
+            code="insufficient_quota",
+            headers={**headers, "x-should-retry": "false"},
+        )
+    wait = min(verdict.retry_after, 3600.0)
+    what = {"rpm": "requests per minute", "tpm": "tokens per minute"}.get(
+        verdict.reason or "", "requests in flight"
+    )
+    return RateLimited(
+        f"rate limit exceeded for this API key: {what}",
+        code="rate_limit_exceeded",
+        headers={
+            **headers,
+            "retry-after": str(max(1, math.ceil(wait))),
+            "retry-after-ms": str(math.ceil(wait * 1000)),
+            "x-should-retry": "true",
+        },
+    )
+
+
+def tenant_models(scope: Scope, ids: list[str]) -> list[str]:
+    """``ids`` a request's virtual key may use (all of them for any other request)."""
+    tenant: Tenant | None = scope.get(TENANT_SCOPE_KEY)
+    if tenant is None:
+        return ids
+    return [i for i in ids if tenant.key.allows(i)]

@@ -1,0 +1,219 @@
+"""The usage ledger: one row per API request, written off the hot path in batches.
+
+:class:`Ledger` is an observer: ``finished(call)`` turns the request into a :class:`UsageRow`
+and appends it to a bounded buffer; one writer task per process flushes up to 1,000 rows at a
+time, every 500 ms or sooner when a batch is full (fewer, larger commits: each rewrites the
+index pages it touches). A slow or unreachable database only makes
+the buffer grow: rows stay buffered (and are retried) up to ``capacity``, then the oldest are
+dropped, counted and logged. No request ever waits for the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+
+from gateway.observe import Call
+from gateway.tenancy.prices import Prices
+from gateway.tenancy.store import Store, UsageRow
+from providers.base import Usage
+from providers.errors import ProviderError
+
+logger = logging.getLogger("gateway.ledger")
+BATCH = 1000
+INTERVAL = 0.5
+WRITE_TIMEOUT = 10.0
+
+
+def priced_names(call: Call) -> Iterable[str | None]:
+    """The names a request's price is looked up by: the model id that answered, its upstream
+    model, then the name the client asked for."""
+    deployment = call.deployment
+    return (deployment, deployment.split("/", 1)[-1] if deployment else None, call.model)
+
+
+def request_cost(prices: Prices, call: Call) -> tuple[int, bool]:
+    """Micro-USD for what ``call`` used (0 when nothing was used) and whether it was priced."""
+    usage = call.usage
+    if usage is None:
+        return 0, prices.rate(priced_names(call)) is not None
+    return prices.cost(priced_names(call), usage)
+
+
+# Row ids: this process's start time and random part, then a counter.
+_PROCESS = f"{time.time_ns():x}-{os.urandom(4).hex()}-"
+_counter = itertools.count()
+
+
+@functools.lru_cache(maxsize=4)
+def _day(days: int) -> str:
+    """The UTC date of a day number (days since the epoch): one strftime a day."""
+    return datetime.fromtimestamp(days * 86_400, UTC).strftime("%Y-%m-%d")
+
+
+def usage_row(call: Call, prices: Prices, *, now: float) -> UsageRow:
+    usage = call.usage or Usage(source="provider")
+    cost, priced = request_cost(prices, call)
+    deployment = call.deployment
+    provider, _, upstream = deployment.partition("/") if deployment else (None, "", None)
+    duration = (time.perf_counter() - call.started) * 1000
+    return UsageRow(
+        f"{_PROCESS}{next(_counter):012x}",  # in order: appended to the index, not scattered
+        call.request_id,
+        now,
+        _day(int(now // 86_400)),
+        call.key_id,
+        call.surface or "-",
+        call.model,
+        provider,
+        upstream or None,
+        int(call.stream),
+        call.attempts,
+        call.status,
+        call.error_code,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_tokens,
+        usage.reasoning_tokens,
+        usage.source if call.usage is not None else "none",
+        cost,
+        int(priced),
+        None if call.ttft is None else round(call.ttft * 1000, 3),
+        round(duration, 3),
+        int(call.client_left),
+    )
+
+
+class Ledger:
+    """An :class:`gateway.observe.Observer` that records API requests (``call.surface`` set)."""
+
+    def __init__(self, store: Store, prices: Prices, *, capacity: int = 10_000) -> None:
+        self.store = store
+        self.prices = prices
+        self.capacity = capacity
+        self.buffer: deque[UsageRow] = deque()
+        self._writing: list[UsageRow] = []  # the batch being written, out of the buffer
+        self.dropped = 0
+        self.written = 0
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Lock | None = None
+        self._failing = False
+        # Awaited before each write: the store's migrations (a database down at the start).
+        self.prepare: Callable[[], Awaitable[None]] | None = None
+
+    # Observer
+    def attempt_started(self, call: Call, deployment: str) -> None:
+        return None
+
+    def attempt_finished(self, call: Call, deployment: str, error: ProviderError | None) -> None:
+        return None
+
+    def first_token(self, call: Call) -> None:
+        return None
+
+    def finished(self, call: Call) -> None:
+        if call.surface is None:
+            return
+        self.add(usage_row(call, self.prices, now=time.time()))
+
+    def add(self, row: UsageRow) -> None:
+        if len(self.buffer) + len(self._writing) >= self.capacity:
+            if not self.buffer:  # every buffered row is being written: this one goes
+                self._drop(1)
+                return
+            self.buffer.popleft()
+            self._drop(1)
+        self.buffer.append(row)
+        self._start()
+        if len(self.buffer) >= BATCH and self._wake is not None:
+            self._wake.set()
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        if self.dropped == count or self.dropped // 1000 != (self.dropped - count) // 1000:
+            logger.error(
+                "usage ledger: buffer full (%d rows), %d rows dropped so far",
+                self.capacity,
+                self.dropped,
+            )
+
+    def pending(self, key_id: str, since: float) -> tuple[int, int]:
+        """Micro-USD and tokens of ``key_id``'s buffered rows from ``since`` on."""
+        micro = tokens = 0
+        for row in (*self.buffer, *self._writing):
+            if row.key_id == key_id and row.ts >= since:
+                micro += row.cost_micro_usd
+                tokens += row.prompt_tokens + row.completion_tokens
+        return micro, tokens
+
+    def _start(self) -> None:
+        if self._task is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: started on the next row
+                loop = asyncio.get_running_loop()
+                self._wake = asyncio.Event()
+                self._flushing = asyncio.Lock()
+                self._task = loop.create_task(self._run(), name="usage-ledger")
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), INTERVAL)
+            self._wake.clear()
+            await self.flush(wait=WRITE_TIMEOUT)
+
+    async def flush(self, *, wait: float = WRITE_TIMEOUT) -> bool:
+        """Write what is buffered, batch by batch; False when the database failed (the rows
+        go back to the buffer for the next try)."""
+        if self._flushing is None:
+            self._flushing = asyncio.Lock()
+        async with self._flushing:
+            while self.buffer:
+                count = min(BATCH, len(self.buffer))
+                self._writing = [self.buffer.popleft() for _ in range(count)]
+                try:
+                    if self.prepare is not None:
+                        await asyncio.wait_for(self.prepare(), wait)
+                    await asyncio.wait_for(self.store.insert_usage(self._writing), wait)
+                except Exception as exc:
+                    self.buffer.extendleft(reversed(self._writing))
+                    self._writing = []
+                    over = len(self.buffer) - self.capacity
+                    for _ in range(max(0, over)):
+                        self.buffer.popleft()
+                    if over > 0:
+                        self._drop(over)
+                    if not self._failing:
+                        logger.error(
+                            "usage ledger: writing %d rows failed (%s); %d rows buffered, retrying",
+                            count,
+                            type(exc).__name__,
+                            len(self.buffer),
+                        )
+                    self._failing = True
+                    return False
+                self.written += count
+                self._writing = []
+                if self._failing:
+                    logger.warning("usage ledger: writing again")
+                    self._failing = False
+        return True
+
+    async def aclose(self, *, wait: float = 5.0) -> None:
+        """Stop the writer and flush what remains, for at most ``wait`` seconds."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.buffer and not await self.flush(wait=wait):
+            logger.error("usage ledger: %d rows not written at shutdown", len(self.buffer))
