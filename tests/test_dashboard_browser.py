@@ -1,0 +1,156 @@
+"""The Dashboard page in a real browser (Debian's chromium, driven by playwright).
+
+The page is the one ``webui.dashboard.build`` makes, in a Gradio app of its own, reading a real
+gateway's ``/metrics`` over HTTP. Known traffic goes through the gateway; the page must show
+it: the deployments and their breakers (one tripped open on purpose), the request and error
+rates, and the admin key asked for when the gateway wants one.
+
+Synchronisation is by condition: playwright's ``expect`` polls the page until the next scrape
+(every two seconds) shows what is expected, up to :data:`WAIT_MS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+import httpx
+import pytest
+from fastapi import FastAPI
+from playwright.sync_api import Page, expect
+
+import ui
+from gateway.app import create_app
+from tests.conftest import fault_provider, settings
+from tests.support.browser import CHROMIUM, WAIT_MS, chromium, watched_page
+from tests.support.fault_upstream import FaultUpstream
+from tests.support.servers import free_port, serve_in_thread
+from webui import dashboard
+
+ADMIN_KEY = "admin-key-for-the-dashboard-0123456789"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
+)
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    """A page that must end with no console error and no request off this host."""
+    with chromium() as browser, watched_page(browser) as (page, watch):
+        expect.set_options(timeout=WAIT_MS)
+        yield page
+        assert not watch.errors, f"errors in the page: {watch.errors}"
+        assert not watch.external, f"requests off this host: {watch.external}"
+
+
+@contextlib.contextmanager
+def gateway_and_dashboard(**values: Any) -> Iterator[tuple[str, str]]:
+    """A gateway, and a Gradio app with the dashboard pointed at it: their base URLs."""
+    with serve_in_thread(create_app(settings(**values))) as gateway_url:
+        with gr.Blocks() as demo:
+            dashboard.build(gateway_url)
+        host = gr.mount_gradio_app(FastAPI(), demo, path="/ui")
+        with serve_in_thread(host) as ui_url:
+            yield gateway_url, ui_url
+
+
+def chat(gateway_url: str, model: str, *, stream: bool = True, **headers: str) -> int:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "one two three four"}],
+        "stream": stream,
+    }
+    with httpx.stream(
+        "POST", f"{gateway_url}/v1/chat/completions", json=body, headers=headers, timeout=10
+    ) as response:
+        response.read()
+        return response.status_code
+
+
+def test_dashboard_shows_deployments_breakers_rates_and_errors(
+    page: Page, fault_upstream: tuple[str, FaultUpstream], upstream: FaultUpstream
+) -> None:
+    providers = {
+        "fault": fault_provider(
+            fault_upstream[0], models=["ok", "status:500"], max_retries=0, breaker_threshold=2
+        )
+    }
+    with gateway_and_dashboard(providers=providers) as (gateway, ui):
+        page.goto(f"{ui}/ui/")
+        status = page.locator("#dashboard-status")
+        expect(status).to_contain_text("Updated")
+        table = page.locator("#dashboard-deployments")
+        expect(table).to_contain_text("fault/ok")
+        expect(table).to_contain_text("fault/status:500")
+        expect(table).not_to_contain_text("open")
+
+        for _ in range(6):
+            assert chat(gateway, "fault/ok") == 200
+        # two failures open the breaker; the third is refused by it, with its own code
+        assert [chat(gateway, "fault/status:500") for _ in range(3)] == [502, 502, 503]
+
+        # requests and errors show in the line of rates, the opened breaker in the table
+        expect(status).to_contain_text(re.compile(r"[1-9][0-9.]* requests/s|0\.[1-9]\d requests/s"))
+        expect(status).to_contain_text(
+            re.compile(r"0\.[0-9]*[1-9][0-9]* errors/s|[1-9][0-9.]* errors/s")
+        )
+        expect(status).to_contain_text(re.compile(r"TTFT p50 / p95 \d+ / \d+ ms"))
+        # (row by row as the visible table reads; Gradio keeps a hidden copy for sizing)
+        expect(table).to_contain_text(re.compile(r"fault/status:500\s+open\s"))
+        expect(table).to_contain_text(re.compile(r"fault/ok\s+closed\s"))
+        expect(page.locator("#dashboard-pools")).to_contain_text("fault")
+        # the charts drew points (each one labelled for screen readers with its values)
+        for chart, series in (
+            ("requests", "requests/s"),
+            ("tokens", "tokens/s"),
+            ("ttft", "p95"),
+            ("errors", "upstream_error"),
+        ):
+            point = page.locator(f"#dashboard-{chart} [aria-label*='series: {series}']")
+            expect(point.first).to_be_attached()
+        # and the requests/s line rose above zero (polled: the chart redraws after the text)
+        page.wait_for_function(
+            """() => [...document.querySelectorAll("#dashboard-requests [aria-label]")]
+                .some(n => /series: requests\\/s/.test(n.getAttribute("aria-label"))
+                        && /rate: (0\\.\\d*[1-9]|[1-9])/.test(n.getAttribute("aria-label")))""",
+            timeout=WAIT_MS,
+        )
+
+
+def test_dashboard_asks_for_the_admin_key_when_metrics_need_it(page: Page) -> None:
+    # an admin key puts /metrics behind it by default (GATEWAY_METRICS_AUTH unset)
+    with gateway_and_dashboard(admin_key=ADMIN_KEY) as (gateway, ui):
+        assert httpx.get(f"{gateway}/metrics").status_code == 401
+        page.goto(f"{ui}/ui/")
+        status = page.locator("#dashboard-status")
+        expect(status).to_contain_text("need the admin key")
+        expect(page.locator("#dashboard-deployments")).not_to_contain_text("echo/echo")
+
+        key = page.locator("#dashboard-admin-key input, #dashboard-admin-key textarea").first
+        key.fill("not-the-admin-key")
+        key.press("Enter")
+        expect(status).to_contain_text("refused")
+
+        key.fill(ADMIN_KEY)
+        key.press("Enter")
+        expect(status).to_contain_text("Updated")
+        expect(page.locator("#dashboard-deployments")).to_contain_text("echo/echo")
+
+
+def test_dashboard_page_of_the_mounted_ui(page: Page) -> None:
+    """The page as ``llm-gateway`` serves it: /ui/dashboard, next to the other pages."""
+    port = free_port()
+    app = create_app(settings(), open_prefixes=("/ui",))
+    ui.mount(app, gateway_url=f"http://127.0.0.1:{port}", api_key=None, require_key=False)
+    with serve_in_thread(app, port=port) as url:
+        assert chat(url, "echo/echo") == 200
+        page.goto(f"{url}/ui/dashboard")
+        expect(page.locator("#dashboard-status")).to_contain_text("Updated")
+        expect(page.locator("#dashboard-deployments")).to_contain_text(
+            re.compile(r"echo/echo\s+closed\s")
+        )
