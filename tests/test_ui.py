@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,17 +19,26 @@ import httpx
 import openai
 import pytest
 from fastapi import FastAPI
-from gradio_client import Client
+from gradio_client import Client, handle_file
+from PIL import Image
 
 import ui
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
-from ui_stream import to_openai_messages
+from webui.chat import mark_stopped
+from webui.content import chat_history_messages
+from webui.gateway import Gateway
+from webui.progress import UPDATE_INTERVAL, Progress, follow
 
 KEY = "sk-visitor-key-0123456789"
 UI_KEY = "sk-server-side-ui-key-9876543210"  # valid at the keyed gateway; must never leak
+
+
+def text(message: str) -> dict[str, Any]:
+    """The Chat page's input: the multimodal textbox sends text and files together."""
+    return {"text": message, "files": []}
 
 
 def words(n: int, tag: str = "w") -> str:
@@ -99,7 +107,7 @@ def open_gateway(fault_upstream: tuple[str, FaultUpstream]) -> Iterator[str]:
             "type": "openai",
             "base_url": upstream_url,
             "api_key": "sk-upstream",
-            "models": ["slow:200", "error-frame:3", "echo-request", "ok"],
+            "models": ["slow:200", "error-frame:3", "echo-request", "ok", "reasoning", "tools"],
             "max_retries": 0,
         },
         "down": {
@@ -135,7 +143,7 @@ def test_root_redirects_to_the_ui(open_gateway: str) -> None:
 
 def test_reply_streams_as_growing_partials_and_ends_with_how_it_went(client: Client) -> None:
     message = words(40)
-    job = client.submit(message=message, model="echo/echo", api_name="/chat")
+    job = client.submit(message=text(message), model="echo/echo", api_name="/chat")
     final = job.result(timeout=30)
     texts = [reply_text(o) for o in job.outputs()]
     assert len({t for t in texts if t}) >= 5, "expected many partials from a slow stream"
@@ -147,14 +155,59 @@ def test_reply_streams_as_growing_partials_and_ends_with_how_it_went(client: Cli
     assert "TTFT" in meta["log"] and "tok/s" in meta["log"] and "+40 tokens" in meta["log"]
 
 
+def test_reasoning_shows_as_a_thought_above_the_answer(client: Client) -> None:
+    final = client.predict(message=text("why is that"), model="fault/reasoning", api_name="/chat")
+    thought, answer, stats = final
+    assert thought["metadata"]["title"].startswith("Thought for ")
+    assert thought["metadata"]["status"] == "done"  # collapsed once the answer has started
+    assert thought["content"] == "Thinking it over."
+    assert answer["content"] == "why is that" and not answer.get("metadata", {}).get("title")
+    assert stats["metadata"]["title"] == "fault/reasoning"
+    assert "finished" in stats["metadata"]["log"]
+
+
+def test_tool_calls_show_as_collapsible_blocks(client: Client) -> None:
+    final = client.predict(message=text("weather in Paris"), model="fault/tools", api_name="/chat")
+    [call] = [m for m in final if m["metadata"]["title"].startswith("🛠")]
+    assert call["metadata"]["title"] == "🛠 get_weather"
+    assert '"input": "weather in Paris"' in call["content"]
+    assert "tool calls" in final[-1]["metadata"]["log"]
+
+
+def test_an_image_goes_to_the_model_as_an_image_part(
+    client: Client, upstream: FaultUpstream, tmp_path: Path
+) -> None:
+    picture = tmp_path / "dot.png"
+    Image.new("RGB", (4, 4), (0, 0, 255)).save(picture, format="PNG")
+    message = {"text": "what is this", "files": [handle_file(str(picture))]}
+    final = client.predict(message=message, model="fault/ok", api_name="/chat")
+    assert reply_text(final) == "what is this"
+    [request] = [r for r in upstream.requests if r.model == "ok"]
+    sent = request.body["messages"][-1]  # after the turns of this session's earlier tests
+    assert sent["role"] == "user"
+    parts = {part["type"]: part for part in sent["content"]}
+    assert parts["text"] == {"type": "text", "text": "what is this"}
+    assert parts["image_url"]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_a_file_outside_the_upload_folder_is_never_sent(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (4, 4)).save(secret, format="PNG")
+    history = [{"role": "user", "content": [{"type": "file", "file": {"path": str(secret)}}]}]
+    messages = chat_history_messages({"text": "hi", "files": ["/etc/hostname"]}, history)
+    assert messages == [{"role": "user", "content": "hi"}]
+
+
 def test_empty_model_means_the_gateways_first_model(client: Client) -> None:
-    final = client.predict(message="hi there", api_name="/chat")
+    final = client.predict(message=text("hi there"), api_name="/chat")
     assert reply_text(final) == "hi there"
     assert footer(final)["title"] == "echo/echo"
 
 
 def test_a_reply_cut_at_max_tokens_says_so(client: Client) -> None:
-    final = client.predict(message=words(20), model="echo/echo", max_tokens=5, api_name="/chat")
+    final = client.predict(
+        message=text(words(20)), model="echo/echo", max_tokens=5, api_name="/chat"
+    )
     assert reply_text(final).split() == words(5).split()
     assert "cut at max tokens" in footer(final)["log"]
 
@@ -166,15 +219,15 @@ def test_stop_marks_the_streaming_reply_as_stopped() -> None:
         {"role": "assistant", "content": "he"},
         {"role": "assistant", "content": "", "metadata": streaming},
     ]
-    ui.mark_stopped(chat)
+    mark_stopped(chat)
     assert chat[2]["metadata"] == {"title": "⚠ stopped · echo/echo", "status": "done"}
-    assert ui.mark_stopped(chat)[2]["metadata"]["title"] == "⚠ stopped · echo/echo"  # once
+    assert mark_stopped(chat)[2]["metadata"]["title"] == "⚠ stopped · echo/echo"  # once
 
 
 def test_cancel_closes_the_upstream_stream_within_a_second(
     client: Client, upstream: FaultUpstream
 ) -> None:
-    job = client.submit(message=words(30), model="fault/slow:200", api_name="/chat")
+    job = client.submit(message=text(words(30)), model="fault/slow:200", api_name="/chat")
     wait_until(lambda: any(reply_text(o) for o in job.outputs()), 15, "the first token")
     cancelled_at = time.monotonic()
     job.cancel()
@@ -187,7 +240,7 @@ def test_twenty_chats_stream_at_the_same_time(open_gateway: str) -> None:
     with clients_for(f"{open_gateway}/ui/", 20) as clients:
         messages = [words(40, tag=f"c{i}-") for i in range(20)]
         jobs = [
-            c.submit(message=m, model="echo/echo", api_name="/chat")
+            c.submit(message=text(m), model="echo/echo", api_name="/chat")
             for c, m in zip(clients, messages, strict=True)
         ]
         first_text: dict[int, float] = {}
@@ -209,14 +262,14 @@ def test_twenty_chats_stream_at_the_same_time(open_gateway: str) -> None:
 
 def test_two_sessions_never_see_each_others_messages(open_gateway: str) -> None:
     with clients_for(f"{open_gateway}/ui/", 2) as [alice, bob]:
-        alice.predict(message="alice-secret-1", model="fault/ok", api_name="/chat")
-        bob.predict(message="bob-secret-1", model="fault/ok", api_name="/chat")
+        alice.predict(message=text("alice-secret-1"), model="fault/ok", api_name="/chat")
+        bob.predict(message=text("bob-secret-1"), model="fault/ok", api_name="/chat")
         # echo-request answers with the request body the gateway passed on: the history sent.
         seen_by_alice = reply_text(
-            alice.predict(message="alice-2", model="fault/echo-request", api_name="/chat")
+            alice.predict(message=text("alice-2"), model="fault/echo-request", api_name="/chat")
         )
         seen_by_bob = reply_text(
-            bob.predict(message="bob-2", model="fault/echo-request", api_name="/chat")
+            bob.predict(message=text("bob-2"), model="fault/echo-request", api_name="/chat")
         )
     assert "alice-secret-1" in seen_by_alice and "bob" not in seen_by_alice
     assert "bob-secret-1" in seen_by_bob and "alice" not in seen_by_bob
@@ -233,7 +286,7 @@ def test_two_sessions_never_see_each_others_messages(open_gateway: str) -> None:
 def test_gateway_errors_show_as_readable_messages(
     client: Client, model: str, expected_error: str, partial: str
 ) -> None:
-    final = client.predict(message="a b c d e f", model=model, api_name="/chat")
+    final = client.predict(message=text("a b c d e f"), model=model, api_name="/chat")
     title = footer(final)["title"]
     assert title.startswith("⚠ error: ")
     assert expected_error in title, title
@@ -244,16 +297,18 @@ def test_unreachable_gateway_shows_as_a_readable_message() -> None:
     app = FastAPI()
     ui.mount(app, gateway_url=f"http://127.0.0.1:{free_port()}", api_key=None, require_key=False)
     with serve_in_thread(app) as url, client_for(url) as c:
-        final = c.predict(message="hello", model="echo/echo", api_name="/chat")
+        final = c.predict(message=text("hello"), model="echo/echo", api_name="/chat")
     assert footer(final)["title"] == "⚠ error: cannot reach the gateway"
 
 
 def test_keyed_ui_chats_only_with_the_visitors_own_key(keyed_gateway: str) -> None:
     with client_for(keyed_gateway) as c:
-        assert footer([c.predict(message="hello", api_name="/chat")]) == {"title": ui.KEY_MISSING}
-        refused = c.predict(message="hello", api_key="sk-wrong", api_name="/chat")
+        assert footer([c.predict(message=text("hello"), api_name="/chat")]) == {
+            "title": ui.KEY_MISSING
+        }
+        refused = c.predict(message=text("hello"), api_key="sk-wrong", api_name="/chat")
         assert "enter a valid API key" in footer(refused)["title"]
-        accepted = c.predict(message="hello you", api_key=KEY, api_name="/chat")
+        accepted = c.predict(message=text("hello you"), api_key=KEY, api_name="/chat")
         assert reply_text(accepted) == "hello you"
         assert footer(accepted)["title"] == "echo/echo"
 
@@ -267,12 +322,12 @@ def test_the_server_side_key_never_reaches_the_page_or_config(keyed_gateway: str
     app = FastAPI()  # the UI alone, as `python ui.py --api-key` serves it
     ui.mount(app, gateway_url=keyed_gateway, api_key=UI_KEY, require_key=False)
     with serve_in_thread(app) as url, client_for(url) as c:
-        final = c.predict(message="secret-free reply", api_name="/chat")
+        final = c.predict(message=text("secret-free reply"), api_name="/chat")
         pages = _pages(url)
     assert reply_text(final) == "secret-free reply"  # so the key was used, server-side
     assert "/ui/config" in pages and all(pages.values())
-    for path, text in pages.items():
-        assert UI_KEY not in text, path
+    for path, page in pages.items():
+        assert UI_KEY not in page, path
 
 
 def test_the_ui_serves_no_file_outside_its_own(open_gateway: str, tmp_path: Path) -> None:
@@ -305,7 +360,7 @@ def test_history_in_both_shapes_becomes_the_same_conversation() -> None:
         {"role": "user", "content": "next"},
     ]
     for history in (from_api, from_browser, with_file + from_browser):
-        assert to_openai_messages("next", history, system_prompt="be brief") == expected
+        assert chat_history_messages("next", history, system_prompt="be brief") == expected
 
 
 def test_updates_are_coalesced_and_the_last_one_is_the_whole_reply() -> None:
@@ -313,21 +368,18 @@ def test_updates_are_coalesced_and_the_last_one_is_the_whole_reply() -> None:
 
     async def collect(base_url: str) -> tuple[list[str], float]:
         client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+        progress = Progress(model="echo/echo")
+        reader = progress.read(client, messages=[{"role": "user", "content": message}])
         started = time.monotonic()
         async with client:
-            texts = [
-                reply_text([dataclasses.asdict(m) for m in reply])
-                async for reply in ui.stream_reply(
-                    client, model="echo/echo", messages=[{"role": "user", "content": message}]
-                )
-            ]
+            texts = [progress.text async for _ in follow([(progress, reader)])]
         return texts, time.monotonic() - started
 
     with serve_in_thread(create_app(Settings())) as url:
         texts, elapsed = asyncio.run(collect(url))
     assert texts[-1] == message
     # The first yield (before any token), one per interval at most, and the final one.
-    assert len(texts) <= 3 + elapsed / ui.UPDATE_INTERVAL
+    assert len(texts) <= 3 + elapsed / UPDATE_INTERVAL
     assert len(texts) < 400
 
 
@@ -337,7 +389,7 @@ def test_python_ui_py_runs_the_ui_alone_against_a_gateway(keyed_gateway: str) ->
     env = {"GATEWAY_API_KEY": UI_KEY}
     with spawn(cmd, env=env, ready_url=f"http://127.0.0.1:{port}/", timeout=60) as server:
         with clients_for(f"{server.base_url}/", 1) as [c]:
-            final = c.predict(message="standing alone", api_name="/chat")
+            final = c.predict(message=text("standing alone"), api_name="/chat")
         page = httpx.get(f"{server.base_url}/config", timeout=10).text
     assert reply_text(final) == "standing alone"
     assert UI_KEY not in page
@@ -355,8 +407,8 @@ def test_llm_gateway_mounts_the_ui_which_asks_visitors_for_a_key() -> None:
         root = httpx.get(f"{server.base_url}/", timeout=10)
         pages = _pages(server.base_url)
         with clients_for(f"{server.base_url}/ui/", 1) as [c]:
-            anonymous = c.predict(message="hello", api_name="/chat")
-            keyed = c.predict(message="hello gateway", api_key=KEY, api_name="/chat")
+            anonymous = c.predict(message=text("hello"), api_name="/chat")
+            keyed = c.predict(message=text("hello gateway"), api_key=KEY, api_name="/chat")
     assert root.status_code == 307 and root.headers["location"] == "/ui/"
     assert all(KEY not in text for text in pages.values())
     assert footer([anonymous]) == {"title": ui.KEY_MISSING}
@@ -369,3 +421,14 @@ def test_llm_gateway_no_ui_serves_the_api_only() -> None:
     env = {"GATEWAY_PROVIDERS__ECHO__TYPE": "echo"}
     with spawn(cmd, env=env, ready_url=f"http://127.0.0.1:{port}/health") as server:
         assert httpx.get(f"{server.base_url}/ui/", timeout=10).status_code == 404
+
+
+def test_a_keyed_gateway_gets_the_visitors_key_and_never_the_servers() -> None:
+    keyed = Gateway("http://127.0.0.1:9", api_key=UI_KEY, require_key=True)
+    assert keyed.key_for("") is None and keyed.missing_key("  ")
+    assert keyed.key_for(f"  {KEY} ") == KEY
+    assert keyed.client(KEY).api_key == KEY
+    assert keyed.client("").api_key == "unused"  # the gateway answers 401, which the page says
+    open_ui = Gateway("http://127.0.0.1:9/v1", api_key=UI_KEY, require_key=False)
+    assert open_ui.key_for("typed by a visitor") == UI_KEY and not open_ui.missing_key("")
+    assert open_ui.base_url == "http://127.0.0.1:9/v1"

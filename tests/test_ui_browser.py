@@ -50,7 +50,7 @@ pytestmark = pytest.mark.skipif(
 
 INPUT = "#chat textarea[data-testid=textbox]"
 BOT = "#chat [data-testid=bot]"
-STOP = "#chat [data-testid=stop-button]"
+STOP = "#chat button.stop-button"  # the multimodal textbox has no test id on it
 
 
 @pytest.fixture
