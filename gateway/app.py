@@ -21,9 +21,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.admin import admin_routes
 from gateway.asgi import JSON_HEADERS
 from gateway.dispatch import Dispatcher
 from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.metrics_wiring import Telemetry
 from gateway.middleware import AuthMiddleware, HotPaths, RequestContext, static_key_ids
 from gateway.observe import LogObserver, Observer, Observers
 from gateway.resilience import CircuitBreaker, RetryPolicy
@@ -32,6 +34,10 @@ from gateway.settings import ENV_PREFIX, ConfigError, ProviderSettings, Settings
 from gateway.surfaces.chat import ChatCompletions
 from gateway.surfaces.completions import CompletionsEndpoint
 from gateway.surfaces.embeddings import EmbeddingsEndpoint
+from gateway.surfaces.messages import CountTokens, Messages
+from gateway.surfaces.responses import ResponsesEndpoint
+from gateway.tenancy.admission import tenant_models
+from gateway.tenancy.service import build_tenancy
 from gateway.validation import Limits
 from providers.base import Provider
 from providers.http1 import PoolTransport
@@ -152,13 +158,25 @@ def create_app(
     *,
     open_prefixes: tuple[str, ...] = (),
     observers: tuple[Observer, ...] = (),
+    tracer_provider: Any = None,
 ) -> FastAPI:
     """The gateway. ``open_prefixes`` are paths (a mounted UI) that do their own auth;
-    ``observers`` are told about every request, after the access log."""
+    ``observers`` are told about every request, after the access log; ``tracer_provider``
+    (OpenTelemetry's) receives the traces whatever ``OTEL_*`` say."""
     upstreams = Upstreams(settings)
     router = build_router(settings, upstreams.deployments)
     log = LogObserver(access_log=settings.access_log, structured=settings.log_format == "json")
-    observed = Observers([log, *observers])
+    telemetry = Telemetry(
+        settings,
+        deployments=upstreams.deployments,
+        transports=dict(zip(upstreams.providers, upstreams.transports, strict=True)),
+        models=[*router.model_ids, *router.aliases],
+        tracer_provider=tracer_provider,
+        untraced=open_prefixes,
+    )
+    tenancy = build_tenancy(settings)  # virtual keys, limits and the ledger (docs/teams.md)
+    ledger = [tenancy.ledger] if tenancy is not None else []
+    observed = Observers([log, *telemetry.observers, *observers, *ledger])
     chat = ChatCompletions(
         router=router,
         dispatcher=Dispatcher(observers=observed),
@@ -173,8 +191,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        if tenancy is not None:
+            await tenancy.start()
+        async with telemetry.running():
+            yield
         await upstreams.aclose()
+        if tenancy is not None:
+            await tenancy.aclose()
 
     app = GatewayAPI(
         title="llm-gateway",
@@ -185,6 +208,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.router = router
+    app.state.tenancy = tenancy
 
     def model_entry(model_id: str) -> dict[str, Any]:
         owner = router.group(model_id)[0].deployment.provider.name
@@ -194,15 +218,32 @@ def create_app(
     async def health() -> Response:
         return _json({"status": "ok"})
 
+    def anthropic_entry(model_id: str) -> dict[str, Any]:
+        router.group(model_id)  # 404 for an unknown one
+        return {"type": "model", "id": model_id, "display_name": model_id, "created_at": since}
+
+    # Anthropic's clients list models on the same path, saying so with anthropic-version.
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+
     @app.get("/v1/models")
-    async def list_models() -> Response:
-        ids = [*router.model_ids, *router.aliases]
+    async def list_models(request: Request) -> Response:
+        ids = tenant_models(request.scope, [*router.model_ids, *router.aliases])
+        if "anthropic-version" in request.headers:
+            data = [anthropic_entry(i) for i in ids]
+            first, last = (ids[0], ids[-1]) if ids else (None, None)
+            return _json({"data": data, "has_more": False, "first_id": first, "last_id": last})
         return _json({"object": "list", "data": [model_entry(i) for i in ids]})
 
     @app.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str) -> Response:
+    async def get_model(model_id: str, request: Request) -> Response:
+        if not tenant_models(request.scope, [model_id]):  # a virtual key's list hides it
+            raise NotFound(f"The model '{model_id[:200]}' does not exist", code="model_not_found")
+        if "anthropic-version" in request.headers:
+            return _json(anthropic_entry(model_id))
         return _json(model_entry(model_id))
 
+    if tenancy is not None:
+        app.include_router(admin_routes(tenancy))
     _install_error_handlers(app)
 
     hot_paths: dict[str, ASGIApp] = {
@@ -210,20 +251,33 @@ def create_app(
         "/v1/embeddings": EmbeddingsEndpoint(
             router=router, dispatcher=chat.dispatcher, max_body_bytes=chat.max_body_bytes
         ),
+        "/v1/messages": Messages(
+            router=router, dispatcher=chat.dispatcher, max_body_bytes=chat.max_body_bytes
+        ),
+        "/v1/messages/count_tokens": CountTokens(router=router, max_body_bytes=chat.max_body_bytes),
         "/v1/completions": CompletionsEndpoint(
             router=router,
             dispatcher=chat.dispatcher,
             limits=chat.limits,
             max_body_bytes=chat.max_body_bytes,
         ),
+        "/v1/responses": ResponsesEndpoint(
+            router=router,
+            dispatcher=chat.dispatcher,
+            limits=chat.limits,
+            max_body_bytes=chat.max_body_bytes,
+        ),
     }
+    telemetry.know_routes(hot_paths)
+    hot_paths.update(telemetry.routes)
     stack: ASGIApp = HotPaths(hot_paths, fallback=app.serve_routes)
     keys = [k.get_secret_value().encode() for k in settings.api_keys or ()]
     stack = AuthMiddleware(
         stack,
         keys=static_key_ids(keys),
-        open_paths=("/health", "/"),
-        open_prefixes=open_prefixes,
+        open_paths=("/health", "/", "/favicon.ico", *telemetry.open_paths),
+        open_prefixes=(*open_prefixes, *(("/admin",) if tenancy is not None else ())),
+        tenancy=tenancy,  # the admin routes check the admin key themselves
     )
     # CORS outside auth: a browser's preflight carries no key, and a 401 must be readable.
     if settings.cors_origins:
@@ -232,10 +286,13 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_credentials=False,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-request-id"],
+            allow_headers=[
+                *("authorization", "content-type", "x-request-id"),
+                *("x-api-key", "anthropic-version", "anthropic-beta"),
+            ],
             expose_headers=["x-request-id"],
         )
-    app.entry = RequestContext(stack, observers=observed)
+    app.entry = RequestContext(telemetry.wrap(stack), observers=observed)
     return app
 
 

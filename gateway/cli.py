@@ -13,6 +13,7 @@ import uvicorn
 
 from gateway import logs
 from gateway.app import create_app
+from gateway.metrics_http import prepare_multiprocess_dir
 from gateway.server import make_config
 from gateway.settings import ConfigError, Settings, load_settings
 from providers.registry import list_types
@@ -106,6 +107,13 @@ def main(argv: list[str] | None = None) -> None:
             "UI beside it with: python ui.py --gateway-url %s",
             _local_url(host, port),
         )
+    if args.workers > 1 and settings.admin_key is not None and settings.redis_url is None:
+        logger.warning(
+            "--workers %d without GATEWAY_REDIS_URL: virtual keys' limits and budgets are "
+            "counted per worker process (each admits up to the whole limit); set "
+            "GATEWAY_REDIS_URL to share them",
+            args.workers,
+        )
     if args.workers > 1:
         if args.env_file:
             os.environ[ENV_FILE_VAR] = os.path.abspath(args.env_file)
@@ -121,7 +129,13 @@ def main(argv: list[str] | None = None) -> None:
             workers=args.workers,
             factory=True,
         )
-        uvicorn.supervisors.Multiprocess(config, sockets=[config.bind_socket()]).run()
+        # Every worker counts into /metrics: prometheus_client's multiprocess mode, chosen by
+        # the workers as they import it (gateway.metrics_http says why).
+        cleanup = prepare_multiprocess_dir() if settings.metrics else lambda: None
+        try:
+            uvicorn.supervisors.Multiprocess(config, sockets=[config.bind_socket()]).run()
+        finally:
+            cleanup()
         return
     if ui_on:
         import ui  # Gradio is heavy: imported only when the UI is served

@@ -121,6 +121,7 @@ class Session:
                     break
                 call.attempts += 1
                 call.deployment = deployment.model_id
+                call.attempt_started_at = time.perf_counter()
                 self.observers.attempt_started(call, deployment.model_id)
                 # A whole answer fetched at once has no first token to time: the total applies.
                 dog.restart_first_token(policy.first_token if self.stream else None)

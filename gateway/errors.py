@@ -9,13 +9,16 @@ Each class carries its HTTP status and OpenAI ``type``, so rendering needs no if
     ├── MethodNotAllowed      405
     ├── PayloadTooLarge       413
     ├── UnsupportedMediaType  415
+    ├── PermissionDenied      403 (a virtual key's model list)
     ├── RateLimited           429 (with Retry-After)
+    │   └── InsufficientQuota 429 a budget is spent (x-should-retry: false)
     ├── ServiceUnavailable    503 (shutting down; a provider cooling down, with Retry-After)
     ├── BadGateway            502 upstream failure
     └── GatewayTimeout        504 upstream too slow
 
 Provider failures are mapped into it in one place, :func:`from_provider_error`, from the status
 and code each provider error carries (the one policy lives in :mod:`providers.errors`).
+:func:`anthropic_error` renders the same errors in Anthropic's shape, for ``/v1/messages``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from providers.errors import ProviderError
+from providers.errors import PoolExhausted, ProviderError
 
 
 class APIError(Exception):
@@ -45,6 +48,8 @@ class APIError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        # Whether the upstreams were overloaded or cooling down (Anthropic's 529 says so).
+        self.overloaded = False
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -75,6 +80,11 @@ class AuthenticationError(APIError):
         )
 
 
+class PermissionDenied(APIError):
+    status = 403
+    type = "invalid_request_error"
+
+
 class NotFound(APIError):
     status = 404
     type = "invalid_request_error"
@@ -98,6 +108,12 @@ class UnsupportedMediaType(APIError):
 class RateLimited(APIError):
     status = 429
     type = "rate_limit_error"
+
+
+class InsufficientQuota(RateLimited):
+    """A budget is spent: retrying cannot help before its window ends."""
+
+    type = "insufficient_quota"
 
 
 class BadGateway(APIError):
@@ -137,6 +153,40 @@ _BY_STATUS: dict[int, type[APIError]] = {
 }
 
 
+# Anthropic's error types by status (docs.claude.com/en/api/errors); other 4xx are the
+# request's fault, other 5xx the API's.
+ANTHROPIC_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    504: "api_error",
+    529: "overloaded_error",
+}
+OVERLOADED = 529
+
+
+def anthropic_error(error: APIError) -> tuple[int, dict[str, Any]]:
+    """(status, Anthropic's error body) for ``error``: what an Anthropic client expects to see.
+
+    Overloaded or cooling-down upstreams are Anthropic's ``overloaded_error`` 529, on which its
+    clients (Claude Code) wait and retry; the gateway's own 503s (shutting down) stay 503.
+    """
+    status = OVERLOADED if error.overloaded else error.status
+    kind = ANTHROPIC_TYPES.get(status)
+    if kind is None:
+        kind = "invalid_request_error" if status < 500 else "api_error"
+    body = {"type": "error", "error": {"type": kind, "message": error.message}}
+    return status, body
+
+
+_OVERLOADED_STATUSES = frozenset({503, 529})
+
+
 def from_provider_error(exc: ProviderError) -> APIError:
     """What the client sees of a provider's failure: the error's own status and code.
 
@@ -146,9 +196,14 @@ def from_provider_error(exc: ProviderError) -> APIError:
     retry_after: float | None = getattr(exc, "retry_after", None)
     if retry_after is not None and exc.status in (429, 503):
         headers["retry-after"] = str(max(1, math.ceil(retry_after)))
-    return _BY_STATUS.get(exc.status, BadGateway)(
+    error = _BY_STATUS.get(exc.status, BadGateway)(
         exc.message,
         code=exc.code,
         param="model" if exc.code == "model_not_found" else None,
         headers=headers,
     )
+    upstream_status = getattr(exc, "upstream_status", None)
+    error.overloaded = (
+        isinstance(exc, CoolingDown | PoolExhausted) or upstream_status in _OVERLOADED_STATUSES
+    )
+    return error

@@ -15,9 +15,10 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.asgi import header, send_error
-from gateway.errors import AuthenticationError, InvalidRequest
+from gateway.asgi import header, send_error, send_json
+from gateway.errors import APIError, AuthenticationError, InvalidRequest, anthropic_error
 from gateway.observe import CALL_SCOPE_KEY, Call, Observers
+from gateway.tenancy.admission import TENANT_SCOPE_KEY, Tenancy, Tenant
 
 _QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "key", "access_token", "token"})
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
@@ -69,7 +70,8 @@ class RequestContext:
 
 
 class AuthMiddleware:
-    """Bearer-key auth for every route but the open ones; keys in the URL are refused.
+    """Key auth (Bearer or ``x-api-key``) for every route but the open ones; keys in the URL
+    are refused. Anthropic's paths answer in Anthropic's error shape.
 
     Keys are compared in constant time, on bytes, against every configured key; the id of the
     key that matched (never the key) goes on the request's :class:`Call`.
@@ -82,10 +84,12 @@ class AuthMiddleware:
         keys: Mapping[str, bytes],
         open_paths: Iterable[str] = ("/health",),
         open_prefixes: Iterable[str] = (),
+        tenancy: Tenancy | None = None,
     ) -> None:
-        """``keys``: key id -> key."""
+        """``keys``: key id -> key; ``tenancy``: the virtual keys (admin API), if enabled."""
         self.app = app
         self.keys = tuple(keys.items())
+        self.tenancy = tenancy
         # A prefix opens itself and what is under it, on a segment boundary: "/ui" opens "/ui"
         # and "/ui/x", never "/uix".
         prefixes = [p.rstrip("/") for p in open_prefixes]
@@ -98,7 +102,8 @@ class AuthMiddleware:
             return
         query = scope.get("query_string", b"")
         if query and _has_key_in_query(query):
-            await send_error(
+            await _reject(
+                scope,
                 send,
                 InvalidRequest(
                     "API keys must not be sent in the URL: use the Authorization header",
@@ -106,10 +111,15 @@ class AuthMiddleware:
                 ),
             )
             return
-        if self.keys and not self._is_open(scope["path"]):
-            key_id = self._check(header(scope, b"authorization"))
-            if isinstance(key_id, AuthenticationError):
-                await send_error(send, key_id)
+        if (self.keys or self.tenancy is not None) and not self._is_open(scope["path"]):
+            token = request_token(scope)
+            key_id: str | APIError = (
+                token if isinstance(token, AuthenticationError) else self._check(token)
+            )
+            if isinstance(key_id, AuthenticationError) and isinstance(token, bytes):
+                key_id = await self._check_virtual(scope, token, key_id)
+            if isinstance(key_id, APIError):
+                await _reject(scope, send, key_id)
                 return
             call: Call | None = scope.get(CALL_SCOPE_KEY)
             if call is not None:
@@ -119,19 +129,8 @@ class AuthMiddleware:
     def _is_open(self, path: str) -> bool:
         return path in self.open_paths or path.startswith(self.open_prefixes)
 
-    def _check(self, value: bytes | None) -> str | AuthenticationError:
-        """The id of the key ``value`` carries, or the error to answer with."""
-        if not value:
-            return AuthenticationError(
-                "Missing API key: send it as 'Authorization: Bearer <key>'", code="missing_api_key"
-            )
-        scheme, _, token = value.partition(b" ")
-        token = token.strip()
-        if scheme.lower() != b"bearer" or not token:
-            return AuthenticationError(
-                "Malformed Authorization header: expected 'Bearer <key>'",
-                code="invalid_authorization_header",
-            )
+    def _check(self, token: bytes) -> str | AuthenticationError:
+        """The id of the key ``token`` is, or the error to answer with."""
         matched: str | None = None
         for key_id, key in self.keys:  # every key, whatever matched: constant time
             if hmac.compare_digest(token, key) and matched is None:
@@ -139,6 +138,62 @@ class AuthMiddleware:
         if matched is None:
             return AuthenticationError("Invalid API key")
         return matched
+
+    async def _check_virtual(
+        self, scope: Scope, token: bytes, error: AuthenticationError
+    ) -> str | APIError:
+        """A virtual key's id (its record goes on the scope for admission), or the error."""
+        if self.tenancy is None:
+            return error
+        key = await self.tenancy.authenticate(token)
+        if isinstance(key, APIError):
+            return key
+        scope[TENANT_SCOPE_KEY] = Tenant(self.tenancy, key)
+        return key.id
+
+
+def request_token(scope: Scope) -> bytes | AuthenticationError:
+    """The key a request carries: ``Authorization: Bearer <key>`` (OpenAI's clients, Claude
+    Code's ``ANTHROPIC_AUTH_TOKEN``), or, from an Anthropic client, ``x-api-key: <key>``
+    (Anthropic's SDK and ``ANTHROPIC_API_KEY``); or the error to answer with.
+
+    An Anthropic client is a request to Anthropic's paths or one that says
+    ``anthropic-version`` (its SDK lists models on OpenAI's path): elsewhere a key in any
+    other header than Authorization stays refused, as before."""
+    value = header(scope, b"authorization")
+    if value:
+        scheme, _, token = value.partition(b" ")
+        token = token.strip()
+        if scheme.lower() == b"bearer" and token:
+            return token
+    anthropic = _anthropic_path(scope["path"]) or header(scope, b"anthropic-version") is not None
+    api_key = header(scope, b"x-api-key") if anthropic else None
+    if api_key and api_key.strip():
+        return api_key.strip()
+    if value:
+        return AuthenticationError(
+            "Malformed Authorization header: expected 'Bearer <key>'",
+            code="invalid_authorization_header",
+        )
+    how = "'Authorization: Bearer <key>'" + (" or 'x-api-key: <key>'" if anthropic else "")
+    return AuthenticationError(f"Missing API key: send it as {how}", code="missing_api_key")
+
+
+# Anthropic's clients read errors in Anthropic's shape: the paths of its Messages API get it.
+ANTHROPIC_PATHS = "/v1/messages"
+
+
+def _anthropic_path(path: str) -> bool:
+    return path == ANTHROPIC_PATHS or path.startswith(ANTHROPIC_PATHS + "/")
+
+
+async def _reject(scope: Scope, send: Send, error: APIError) -> None:
+    if _anthropic_path(scope["path"]):
+        status, body = anthropic_error(error)
+        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+        await send_json(send, status, body, headers=extra)
+    else:
+        await send_error(send, error)
 
 
 class HotPaths:

@@ -45,6 +45,9 @@ class Call:
     status: int = 0
     error_code: str | None = None
     cause: str | None = None  # why the last attempt failed, with the transport's reason
+    client_left: bool = False  # the client went away before the answer was complete
+    attempt_started_at: float | None = None  # perf_counter() when the current attempt began
+    trace: Any = None  # the tracing observer's state for this request (None when tracing is off)
 
     @property
     def ttft(self) -> float | None:

@@ -156,6 +156,17 @@ class AliasTarget(BaseModel):
     weight: Annotated[float, Field(gt=0)] = 1.0
 
 
+class ModelPrice(BaseModel):
+    """USD per million tokens of one model (``GATEWAY_PRICES``): input, output, cached input
+    (default: the input price)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Annotated[float, Field(ge=0)]
+    output: Annotated[float, Field(ge=0)]
+    cached_input: Annotated[float, Field(ge=0)] | None = None
+
+
 class Settings(BaseSettings):
     """The gateway's settings; see ``config/example.env``."""
 
@@ -196,6 +207,26 @@ class Settings(BaseSettings):
     access_log: bool = True
     log_format: Literal["text", "json"] = "text"
     cors_origins: list[str] = Field(default_factory=list)
+    # Observability (docs/metrics.md): GET /metrics, and what OpenTelemetry spans may carry.
+    metrics: bool = True  # false: no /metrics, no metrics observer (no cost)
+    # "admin": /metrics needs GATEWAY_ADMIN_KEY; unset: "admin" when that key is set, else "open"
+    metrics_auth: Literal["open", "admin"] | None = None
+    trace_content: bool = False  # true: prompts and completions on spans (OTEL_* turns spans on)
+
+    # Teams (docs/teams.md): the admin API, virtual keys, limits, budgets and the usage ledger.
+    admin_key: SecretStr | None = None  # unset: no admin routes, no virtual keys
+    key_pepper: SecretStr | None = None  # HMAC key of stored key digests (default: admin_key)
+    database_url: str = "sqlite:///llm-gateway.db"  # or postgresql://user:pw@host/db
+    redis_url: SecretStr | None = None  # redis://host:port/db: counters shared by replicas
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    reserve_max_tokens: Annotated[int, Field(ge=1)] = 4096  # output cap injected when none
+    rate_limit_failure_mode: Literal["local", "open", "closed"] = "local"
+    budget_failure_mode: Literal["closed", "open"] = "closed"
+    expected_replicas: Annotated[int, Field(ge=1)] = 1  # share of a limit in "local" mode
+    redis_timeout: PositiveSeconds = 0.5  # per Redis call, with no retries
+    reservation_ttl: PositiveSeconds | None = None  # default: total_timeout + 60 s
+    key_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    ledger_queue_size: Annotated[int, Field(ge=1)] = 10_000
 
     @model_validator(mode="after")
     def _normalize(self) -> Settings:

@@ -627,6 +627,16 @@ class PoolTransport:
             raise
         return RawResponse(status, headers, connection, pool)
 
+    def connection_counts(self) -> tuple[int, int, int]:
+        """Connections in use, idle connections and requests waiting for one, over every
+        origin: what the gateway's metrics show of the pool."""
+        in_use = idle = waiting = 0
+        for pool in self._pools.values():
+            in_use += pool.limit - pool.free
+            idle += len(pool.idle)
+            waiting += len(pool.waiters)
+        return in_use, idle, waiting
+
     async def aclose(self) -> None:
         for pool in self._pools.values():
             pool.close()

@@ -14,6 +14,7 @@ import email.utils
 import re
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from types import TracebackType
 
 import httpx
@@ -34,6 +35,12 @@ from providers.spec import ProviderContext
 
 MAX_ERROR_BODY = 64 * 1024  # what is read of an error answer
 MAX_JSON_BODY = 64 * 1024 * 1024  # a whole answer larger than this is refused
+TRACE_HEADERS: ContextVar[bytes] = ContextVar("llm_gateway_trace_headers", default=b"")
+"""Header lines (each ending in CRLF) that tie the upstream request to the gateway's trace, such
+as W3C ``traceparent``: set by the gateway's tracing for the attempt being made, in the task
+that makes it. A context variable rather than a :class:`~providers.base.ChatRequest` field, so
+that every request type and every provider carries it without passing it along; empty, and so
+free, when tracing is off."""
 # Keys of any kind an upstream message might show: Google's (AIza...) and the usual prefixes.
 KEYISH = re.compile(
     r"\bAIza[0-9A-Za-z_\-]{20,}|\b(?:sk|pk|key|tok|token|gsk|xai)[-_][A-Za-z0-9_\-]{6,}", re.I
@@ -81,6 +88,7 @@ class Upstream:
         head += b"content-length: " + str(len(content)).encode() + b"\r\n"
         if request_id:
             head += b"x-request-id: " + request_id.encode("latin-1") + b"\r\n"
+        head += TRACE_HEADERS.get()
         with mapped(self.name, before_head=True):
             return await self._transport.exchange(
                 self._origin,

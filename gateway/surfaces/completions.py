@@ -40,6 +40,7 @@ from gateway.surfaces.shared import (
     serve_sse,
     usage_from,
 )
+from gateway.tenancy.estimate import PER_REQUEST, text_tokens
 from gateway.validation import Limits
 from providers.base import CompletionRequest, SupportsCompletions
 
@@ -126,7 +127,20 @@ def parse_completion_request(raw: bytes, limits: Limits) -> Parsed[CompletionCal
     request = CompletionCall(
         body=passed, stream=stream, include_usage=bool(options.get("include_usage"))
     )
-    return Parsed(request, model=checked["model"], stream=stream)
+
+    def cap_output(tokens: int) -> None:
+        passed["max_tokens"] = tokens
+
+    prompt = checked["prompt"]
+    return Parsed(
+        request,
+        model=checked["model"],
+        stream=stream,
+        estimate_input=lambda: text_tokens(prompt) + PER_REQUEST,
+        output_cap=max_tokens,
+        choices=max(n or 1, checked.get("best_of") or 1),  # best_of are generated and billed
+        cap_output=cap_output,
+    )
 
 
 class CompletionsEndpoint(Surface[CompletionCall]):

@@ -38,6 +38,7 @@ from gateway.dispatch import Session
 from gateway.errors import APIError
 from gateway.routing import Deployment
 from gateway.surfaces.shared import SHAPE_TAGS, Parsed, Surface, input_shape, parse_body
+from gateway.tenancy.estimate import PER_REQUEST, text_tokens
 from providers.base import EmbeddingRequest, Embeddings, SupportsEmbeddings, Usage
 from providers.errors import UpstreamProtocolError
 
@@ -113,7 +114,12 @@ def parse_embedding_request(raw: bytes) -> Parsed[EmbeddingCall]:
     request = EmbeddingCall(
         texts=texts, body=body, count=count, base64=checked.get("encoding_format") == "base64"
     )
-    return Parsed(request, model=checked["model"])
+    return Parsed(
+        request,
+        model=checked["model"],
+        estimate_input=lambda: text_tokens(given) + PER_REQUEST,
+        output_cap=0,
+    )
 
 
 class EmbeddingsEndpoint(Surface[EmbeddingCall]):

@@ -29,6 +29,7 @@ from gateway.errors import APIError, InvalidRequest, MethodNotAllowed
 from gateway.observe import CALL_SCOPE_KEY, Call
 from gateway.routing import Deployment, Router
 from gateway.surfaces.chat_render import DONE, error_event
+from gateway.tenancy.admission import TENANT_SCOPE_KEY, Tenant
 from gateway.validation import check_content_type, parse_json, scan_body
 from providers.base import Usage
 
@@ -144,18 +145,27 @@ def usage_from(value: Any) -> Usage | None:
 
 @dataclass(slots=True)
 class Parsed(Generic[R]):
-    """A checked request: what the surface serves, and what observers and dispatch need."""
+    """A checked request: what the surface serves, and what observers, admission (a virtual
+    key's limits: :mod:`gateway.tenancy.admission`) and dispatch need."""
 
     request: R
     model: str
     stream: bool = False
+    # An upper bound of the input tokens, computed only for keys with limits.
+    estimate_input: Callable[[], int] | None = None
+    output_cap: int | None = None  # the client's bound on output tokens per choice (None: none)
+    choices: int = 1
+    # Sets an output bound on the upstream request when the client gave none (admission
+    # injects one so that what it reserved is a real bound).
+    cap_output: Callable[[int], None] | None = None
 
 
 class Surface(abc.ABC, Generic[R]):
     """A raw-ASGI endpoint for one capability: POST a JSON body, get OpenAI's answer.
 
-    Before the first byte a failure gets a real status and OpenAI's error body; what happens
-    after it is the surface's (:meth:`serve`).
+    Before the first byte a failure gets a real status and the surface's error body
+    (:meth:`send_error`: OpenAI's unless overridden); what happens after it is the surface's
+    (:meth:`serve`).
     """
 
     path: ClassVar[str]
@@ -176,6 +186,11 @@ class Surface(abc.ABC, Generic[R]):
     async def serve(self, session: Session, request: R, send: Send) -> None:
         """Answer through ``session`` (``open`` then ``pump``), errors included."""
 
+    async def send_error(self, send: Send, error: APIError) -> None:
+        """Answer ``error`` before the first byte, in the surface's own error shape (OpenAI's
+        here; Anthropic's Messages surface renders its own)."""
+        await send_error(send, error)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call: Call | None = scope.get(CALL_SCOPE_KEY)
         if call is None:  # served outside RequestContext (a bare app in a test)
@@ -195,26 +210,34 @@ class Surface(abc.ABC, Generic[R]):
                 model=parsed.model,
                 what=self.capability_name,
             )
+            tenant: Tenant | None = scope.get(TENANT_SCOPE_KEY)
+            ticket = await tenant.admit(call, parsed, chain) if tenant is not None else None
         except ClientDisconnected:
+            call.client_left = True
             return
         except APIError as exc:
             call.error_code = exc.code
-            await send_error(send, exc)
+            await self.send_error(send, exc)
             return
+        if ticket is not None:
+            send = ticket.wrap(send)
         try:
             async with self.dispatcher.session(
                 call, receive, chain, stream=parsed.stream
             ) as session:
                 await self.serve(session, parsed.request, send)
         except ClientDisconnected:
-            pass
+            call.client_left = True
         except Exception:  # a bug, not a client's or upstream's fault: say so, tell nothing
             logger.exception("request %s: unexpected error", call.request_id)
             call.error_code = "internal_error"
             with contextlib.suppress(Exception):  # fails if the response had started
-                await send_error(
+                await self.send_error(
                     send, APIError("internal error in the gateway", code="internal_error")
                 )
+        finally:
+            if ticket is not None:  # exactly once, whatever ended the request
+                await ticket.settle(call)
 
 
 async def serve_sse(
