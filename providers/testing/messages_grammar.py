@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.testing.typed_sse import expect, parse_typed_sse
+
 __all__ = [
     "STOP_REASONS",
     "MessagesSummary",
@@ -84,36 +86,8 @@ class MessagesSummary:
 
 
 def parse_messages_sse(body: str | bytes) -> list[dict[str, Any]]:
-    """The events of a Messages SSE body (LF or CRLF lines), in order; each ``event:`` name
-    must be its data's ``type`` (bug #22's peers got it wrong) and every ``data:`` a JSON
-    object."""
-    text = body.decode() if isinstance(body, bytes) else body
-    events: list[dict[str, Any]] = []
-    for n, frame in enumerate(text.replace("\r\n", "\n").split("\n\n")):
-        name, data = None, []
-        for line in frame.split("\n"):
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-        if not data:
-            continue  # blank, or a comment
-        try:
-            payload = json.loads("\n".join(data))
-        except ValueError:
-            raise AssertionError(f"SSE frame {n}: data is not JSON: {data[0][:80]!r}") from None
-        _expect(isinstance(payload, dict), f"SSE frame {n}: data is not a JSON object")
-        _expect(
-            name is None or name == payload.get("type"),
-            f"SSE frame {n}: event name {name!r} is not its type {payload.get('type')!r}",
-        )
-        events.append(payload)
-    return events
-
-
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
+    """The events of a Messages SSE body, in order (see :func:`parse_typed_sse`)."""
+    return parse_typed_sse(body)
 
 
 class _Checker:
@@ -130,16 +104,16 @@ class _Checker:
     def event(self, n: int, data: dict[str, Any]) -> None:
         kind = data.get("type")
         where = f"event {n} ({kind})"
-        _expect(not self.stopped, f"{where}: an event after message_stop")
-        _expect(not self.failed, f"{where}: an event after the error event")
+        expect(not self.stopped, f"{where}: an event after message_stop")
+        expect(not self.failed, f"{where}: an event after the error event")
         if kind == "ping":
             return
         if kind == "error":
             error = data.get("error")
-            _expect(isinstance(error, dict), f"{where}: no error object")
+            expect(isinstance(error, dict), f"{where}: no error object")
             assert isinstance(error, dict)
-            _expect(isinstance(error.get("type"), str), f"{where}: the error has no type")
-            _expect(isinstance(error.get("message"), str), f"{where}: the error has no message")
+            expect(isinstance(error.get("type"), str), f"{where}: the error has no type")
+            expect(isinstance(error.get("message"), str), f"{where}: the error has no message")
             self.failed = True
             if self.summary is not None:
                 self.summary.error = error
@@ -147,18 +121,18 @@ class _Checker:
                 self.summary = MessagesSummary(message={}, error=error)
             return
         if kind == "message_start":
-            _expect(self.summary is None, f"{where}: a second message_start")
+            expect(self.summary is None, f"{where}: a second message_start")
             message = data.get("message")
-            _expect(isinstance(message, dict), f"{where}: no message")
+            expect(isinstance(message, dict), f"{where}: no message")
             assert isinstance(message, dict)
-            _expect(message.get("content") == [], f"{where}: the message's content is not []")
-            _expect(message.get("role") == "assistant", f"{where}: role is not assistant")
-            _expect(isinstance(message.get("id"), str), f"{where}: the message has no id")
+            expect(message.get("content") == [], f"{where}: the message's content is not []")
+            expect(message.get("role") == "assistant", f"{where}: role is not assistant")
+            expect(isinstance(message.get("id"), str), f"{where}: the message has no id")
             usage = message.get("usage")
-            _expect(isinstance(usage, dict), f"{where}: the message has no usage")
+            expect(isinstance(usage, dict), f"{where}: the message has no usage")
             self.summary = MessagesSummary(message=message, usage=dict(usage or {}))
             return
-        _expect(self.summary is not None, f"{where}: before message_start")
+        expect(self.summary is not None, f"{where}: before message_start")
         summary = self.summary
         assert summary is not None
         if kind == "content_block_start":
@@ -168,12 +142,12 @@ class _Checker:
         elif kind == "content_block_stop":
             self.stop(where, data, summary)
         elif kind == "message_delta":
-            _expect(not self.open, f"{where}: blocks {sorted(self.open)} are still open")
+            expect(not self.open, f"{where}: blocks {sorted(self.open)} are still open")
             delta = data.get("delta")
-            _expect(isinstance(delta, dict), f"{where}: no delta")
+            expect(isinstance(delta, dict), f"{where}: no delta")
             assert isinstance(delta, dict)
             reason = delta.get("stop_reason")
-            _expect(
+            expect(
                 reason is None or reason in STOP_REASONS,
                 f"{where}: stop_reason {reason!r} is not Anthropic's",
             )
@@ -181,9 +155,9 @@ class _Checker:
                 summary.stop_reason = reason
                 summary.stop_sequence = delta.get("stop_sequence")
             usage = data.get("usage")
-            _expect(isinstance(usage, dict), f"{where}: no usage")
+            expect(isinstance(usage, dict), f"{where}: no usage")
             assert isinstance(usage, dict)
-            _expect(
+            expect(
                 type(usage.get("output_tokens")) is int,
                 f"{where}: usage.output_tokens is not an int",
             )
@@ -192,48 +166,48 @@ class _Checker:
                     summary.usage[key] = value
             self.deltas += 1
         elif kind == "message_stop":
-            _expect(self.deltas > 0, f"{where}: message_stop without message_delta")
+            expect(self.deltas > 0, f"{where}: message_stop without message_delta")
             self.stopped = True
         # other types: Anthropic's versioning policy says to ignore them
 
     def start(self, where: str, data: dict[str, Any], summary: MessagesSummary) -> None:
         index = data.get("index")
-        _expect(
+        expect(
             index == len(summary.blocks),
             f"{where}: index {index!r}, expected {len(summary.blocks)} "
             "(0-based, contiguous, in order)",
         )
         assert isinstance(index, int)
         block = data.get("content_block")
-        _expect(isinstance(block, dict), f"{where}: no content_block")
+        expect(isinstance(block, dict), f"{where}: no content_block")
         assert isinstance(block, dict)
         kind = block.get("type")
-        _expect(isinstance(kind, str), f"{where}: the block has no type")
+        expect(isinstance(kind, str), f"{where}: the block has no type")
         assert isinstance(kind, str)
         if kind in _REASONING:
-            _expect(not self.answered, f"{where}: a {kind} block after a text or tool block")
-            _expect(not self.open, f"{where}: a {kind} block while {sorted(self.open)} are open")
+            expect(not self.answered, f"{where}: a {kind} block after a text or tool block")
+            expect(not self.open, f"{where}: a {kind} block while {sorted(self.open)} are open")
             if kind == "thinking":
                 summary.thinking.append(
                     ThinkingBlock(block.get("thinking", ""), block.get("signature", ""))
                 )
             else:
                 data_ = block.get("data")
-                _expect(isinstance(data_, str), f"{where}: redacted_thinking without data")
+                expect(isinstance(data_, str), f"{where}: redacted_thinking without data")
                 summary.thinking.append(ThinkingBlock(redacted=str(data_)))
         else:
             reasoning = [i for i, k in self.open.items() if k in _REASONING]
-            _expect(not reasoning, f"{where}: starts while thinking block {reasoning} is open")
+            expect(not reasoning, f"{where}: starts while thinking block {reasoning} is open")
             self.answered = True
             if kind == "text":
                 summary.text += block.get("text", "")
             elif kind == "tool_use":
                 for name in ("id", "name"):
                     value = block.get(name)
-                    _expect(
+                    expect(
                         isinstance(value, str) and bool(value), f"{where}: tool_use without {name}"
                     )
-                _expect(block.get("input") == {}, f"{where}: tool_use input is not {{}}")
+                expect(block.get("input") == {}, f"{where}: tool_use input is not {{}}")
                 summary.tools.append(ToolUse(block["id"], block["name"], {}, index))
                 self.json[index] = []
         summary.blocks.append(kind)
@@ -241,36 +215,34 @@ class _Checker:
 
     def delta(self, where: str, data: dict[str, Any], summary: MessagesSummary) -> None:
         index = data.get("index")
-        _expect(index in self.open, f"{where}: index {index!r} is not an open block")
+        expect(index in self.open, f"{where}: index {index!r} is not an open block")
         assert isinstance(index, int)
         kind = self.open[index]
         delta = data.get("delta")
-        _expect(isinstance(delta, dict), f"{where}: no delta")
+        expect(isinstance(delta, dict), f"{where}: no delta")
         assert isinstance(delta, dict)
         dkind = delta.get("type")
         known = _DELTAS.get(kind)
-        _expect(
-            known is None or dkind in known, f"{where}: a {dkind!r} in a {kind!r} block {index}"
-        )
+        expect(known is None or dkind in known, f"{where}: a {dkind!r} in a {kind!r} block {index}")
         if dkind == "text_delta":
-            _expect(isinstance(delta.get("text"), str), f"{where}: text is not a string")
+            expect(isinstance(delta.get("text"), str), f"{where}: text is not a string")
             summary.text += delta["text"]
         elif dkind == "thinking_delta":
-            _expect(index not in self.signed, f"{where}: thinking after the block's signature")
-            _expect(isinstance(delta.get("thinking"), str), f"{where}: thinking is not a str")
+            expect(index not in self.signed, f"{where}: thinking after the block's signature")
+            expect(isinstance(delta.get("thinking"), str), f"{where}: thinking is not a str")
             summary.thinking[-1].thinking += delta["thinking"]
         elif dkind == "signature_delta":
-            _expect(isinstance(delta.get("signature"), str), f"{where}: signature is not a str")
+            expect(isinstance(delta.get("signature"), str), f"{where}: signature is not a str")
             self.signed.add(index)
             summary.thinking[-1].signature = delta["signature"]
         elif dkind == "input_json_delta":
             piece = delta.get("partial_json")
-            _expect(isinstance(piece, str), f"{where}: partial_json is not a string")
+            expect(isinstance(piece, str), f"{where}: partial_json is not a string")
             self.json[index].append(str(piece))
 
     def stop(self, where: str, data: dict[str, Any], summary: MessagesSummary) -> None:
         index = data.get("index")
-        _expect(index in self.open, f"{where}: index {index!r} is not an open block")
+        expect(index in self.open, f"{where}: index {index!r} is not an open block")
         assert isinstance(index, int)
         if self.open.pop(index) == "tool_use":
             joined = "".join(self.json[index])
@@ -280,31 +252,29 @@ class _Checker:
                 raise AssertionError(
                     f"{where}: tool block {index}'s arguments are not JSON: {joined[:200]!r}"
                 ) from None
-            _expect(
-                isinstance(value, dict), f"{where}: tool block {index}'s input is not an object"
-            )
+            expect(isinstance(value, dict), f"{where}: tool block {index}'s input is not an object")
             tool = next(t for t in summary.tools if t.index == index)
             tool.input = value
 
     def end(self) -> MessagesSummary:
-        _expect(self.summary is not None, "the stream has no message_start")
+        expect(self.summary is not None, "the stream has no message_start")
         summary = self.summary
         assert summary is not None
         if self.failed:
-            _expect(
+            expect(
                 summary.stop_reason is None,
                 f"the stream failed after it said stop_reason {summary.stop_reason!r}",
             )
             return summary
-        _expect(self.stopped, "the stream ended without message_stop or an error event")
-        _expect(summary.stop_reason is not None, "no message_delta gave a stop_reason")
+        expect(self.stopped, "the stream ended without message_stop or an error event")
+        expect(summary.stop_reason is not None, "no message_delta gave a stop_reason")
         if summary.tools:
-            _expect(
+            expect(
                 summary.stop_reason == "tool_use",
                 f"stop_reason {summary.stop_reason!r} after tool blocks (expected 'tool_use')",
             )
         else:
-            _expect(summary.stop_reason != "tool_use", "stop_reason 'tool_use' without a tool")
+            expect(summary.stop_reason != "tool_use", "stop_reason 'tool_use' without a tool")
         return summary
 
 
@@ -313,6 +283,6 @@ def check_messages_stream(events: Sequence[dict[str, Any]]) -> MessagesSummary:
     them) form one well-made Messages stream; return what it said."""
     checker = _Checker()
     for n, data in enumerate(events):
-        _expect(isinstance(data, dict), f"event {n} is a {type(data).__name__}, not a dict")
+        expect(isinstance(data, dict), f"event {n} is a {type(data).__name__}, not a dict")
         checker.event(n, data)
     return checker.end()

@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.testing.typed_sse import expect, parse_typed_sse
+
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
 
@@ -62,33 +64,8 @@ class ResponsesSummary:
 
 
 def parse_responses_sse(body: str | bytes) -> list[dict[str, Any]]:
-    """The events of a Responses SSE body, in order; each ``event:`` name must be its data's
-    ``type`` and every ``data:`` a JSON object (there is no ``[DONE]``)."""
-    text = body.decode() if isinstance(body, bytes) else body
-    events: list[dict[str, Any]] = []
-    for n, block in enumerate(text.replace("\r\n", "\n").split("\n\n")):
-        if not block.strip():
-            continue
-        name, data = None, []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-        _expect(bool(data), f"SSE block {n} has no data: {block[:80]!r}")
-        payload = "\n".join(data)
-        _expect(payload != "[DONE]", f"SSE block {n}: a Responses stream has no [DONE]")
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            raise AssertionError(f"SSE block {n}: data is not JSON: {payload[:80]!r}") from None
-        _expect(isinstance(event, dict), f"SSE block {n}: data is not a JSON object")
-        _expect(
-            name is None or name == event.get("type"),
-            f"SSE block {n}: event name {name!r} is not its type {event.get('type')!r}",
-        )
-        events.append(event)
-    return events
+    """The events of a Responses SSE body, in order (see :func:`parse_typed_sse`)."""
+    return parse_typed_sse(body)
 
 
 @dataclass(slots=True)
@@ -113,26 +90,26 @@ class _Checker:
         self.response_id: str | None = None
 
     def event(self, n: int, event: Mapping[str, Any]) -> None:
-        _expect(isinstance(event, Mapping), f"event {n} is not an object")
+        expect(isinstance(event, Mapping), f"event {n} is not an object")
         kind = event.get("type")
         at = f"event {n} ({kind})"
-        _expect(isinstance(kind, str), f"event {n} has no type")
+        expect(isinstance(kind, str), f"event {n} has no type")
         sequence = event.get("sequence_number")
-        _expect(
+        expect(
             type(sequence) is int and sequence >= 0,
             f"{at}: sequence_number {sequence!r} is not a non-negative integer",
         )
-        _expect(
+        expect(
             self.last_sequence is None or sequence > self.last_sequence,  # type: ignore[operator]
             f"{at}: sequence_number {sequence} does not follow {self.last_sequence}",
         )
         assert isinstance(kind, str) and isinstance(sequence, int)
         self.last_sequence = sequence
-        _expect(self.terminal is None, f"{at}: an event after the response ended")
+        expect(self.terminal is None, f"{at}: an event after the response ended")
         if n == 0:
-            _expect(kind == "response.created", f"{at}: the first event must be response.created")
+            expect(kind == "response.created", f"{at}: the first event must be response.created")
         if kind in ("response.created", "response.in_progress"):
-            _expect(
+            expect(
                 (kind == "response.created" and n == 0)
                 or (kind == "response.in_progress" and n == 1),
                 f"{at}: {kind} only opens the stream",
@@ -142,7 +119,7 @@ class _Checker:
         if kind in TERMINAL:
             self._terminal(event, at)
             return
-        _expect(kind != "error", f"{at}: an error event; a started response ends response.failed")
+        expect(kind != "error", f"{at}: an error event; a started response ends response.failed")
         if kind == "response.output_item.added":
             self._added(event, at)
             return
@@ -153,31 +130,31 @@ class _Checker:
 
     def _response(self, event: Mapping[str, Any], at: str, status: str | None) -> dict[str, Any]:
         response = event.get("response")
-        _expect(isinstance(response, dict), f"{at}: no response object")
+        expect(isinstance(response, dict), f"{at}: no response object")
         assert isinstance(response, dict)
-        _expect(response.get("object") == "response", f"{at}: response.object is not 'response'")
-        _expect(isinstance(response.get("id"), str), f"{at}: response.id is not a string")
+        expect(response.get("object") == "response", f"{at}: response.object is not 'response'")
+        expect(isinstance(response.get("id"), str), f"{at}: response.id is not a string")
         if self.response_id is None:
             self.response_id = response["id"]
-        _expect(response["id"] == self.response_id, f"{at}: the response id changed")
+        expect(response["id"] == self.response_id, f"{at}: the response id changed")
         if status is not None:
-            _expect(response.get("status") == status, f"{at}: status is not {status!r}")
+            expect(response.get("status") == status, f"{at}: status is not {status!r}")
         return response
 
     def _added(self, event: Mapping[str, Any], at: str) -> None:
         item = event.get("item")
-        _expect(isinstance(item, dict), f"{at}: no item")
+        expect(isinstance(item, dict), f"{at}: no item")
         assert isinstance(item, dict)
-        _expect(
+        expect(
             event.get("output_index") == len(self.items),
             f"{at}: output_index {event.get('output_index')!r}, expected {len(self.items)}",
         )
         item_id = item.get("id")
-        _expect(isinstance(item_id, str) and bool(item_id), f"{at}: the item has no id")
+        expect(isinstance(item_id, str) and bool(item_id), f"{at}: the item has no id")
         assert isinstance(item_id, str)
-        _expect(item_id not in self.ids, f"{at}: item id {item_id!r} is used twice")
+        expect(item_id not in self.ids, f"{at}: item id {item_id!r} is used twice")
         self.ids.add(item_id)
-        _expect(
+        expect(
             item.get("type")
             in ("message", "reasoning", "function_call", "custom_tool_call", "web_search_call"),
             f"{at}: item type {item.get('type')!r}",
@@ -186,33 +163,33 @@ class _Checker:
 
     def _item(self, event: Mapping[str, Any], at: str) -> _Open:
         index = event.get("output_index")
-        _expect(
+        expect(
             type(index) is int and 0 <= index < len(self.items),
             f"{at}: output_index {index!r} names no added item",
         )
         assert isinstance(index, int)
         state = self.items[index]
-        _expect(not state.done, f"{at}: item {index} is already done")
+        expect(not state.done, f"{at}: item {index} is already done")
         item_id = event.get("item_id", event.get("item", {}).get("id"))
-        _expect(item_id == state.item["id"], f"{at}: item_id {item_id!r} is not item {index}'s")
+        expect(item_id == state.item["id"], f"{at}: item_id {item_id!r} is not item {index}'s")
         return state
 
     def _unknown(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         raise AssertionError(f"{at}: not an event of this grammar")
 
     def _of(self, state: _Open, kind: str, at: str) -> None:
-        _expect(state.item["type"] == kind, f"{at}: not an event of a {state.item['type']} item")
+        expect(state.item["type"] == kind, f"{at}: not an event of a {state.item['type']} item")
 
     # message parts
     def _content_part_added(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         self._of(state, "message", at)
-        _expect(all(state.part_done), f"{at}: a part opens before the last one is done")
-        _expect(
+        expect(all(state.part_done), f"{at}: a part opens before the last one is done")
+        expect(
             event.get("content_index") == len(state.parts),
             f"{at}: content_index {event.get('content_index')!r}, expected {len(state.parts)}",
         )
         part = event.get("part") or {}
-        _expect(part.get("type") in ("output_text", "refusal"), f"{at}: part type")
+        expect(part.get("type") in ("output_text", "refusal"), f"{at}: part type")
         state.parts.append("")
         state.part_kinds.append(part["type"])
         state.part_done.append(False)
@@ -220,40 +197,40 @@ class _Checker:
     def _part(self, event: Mapping[str, Any], state: _Open, kind: str, at: str) -> int:
         self._of(state, "message", at)
         index = event.get("content_index")
-        _expect(
+        expect(
             type(index) is int and 0 <= index < len(state.parts),
             f"{at}: content_index {index!r} names no added part",
         )
         assert isinstance(index, int)
-        _expect(not state.part_done[index], f"{at}: part {index} is already done")
-        _expect(state.part_kinds[index] == kind, f"{at}: part {index} is not {kind}")
+        expect(not state.part_done[index], f"{at}: part {index} is already done")
+        expect(state.part_kinds[index] == kind, f"{at}: part {index} is not {kind}")
         return index
 
     def _output_text_delta(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         index = self._part(event, state, "output_text", at)
-        _expect(isinstance(event.get("delta"), str), f"{at}: delta is not a string")
-        _expect(isinstance(event.get("logprobs"), list), f"{at}: logprobs is required")
+        expect(isinstance(event.get("delta"), str), f"{at}: delta is not a string")
+        expect(isinstance(event.get("logprobs"), list), f"{at}: logprobs is required")
         state.parts[index] += event["delta"]
 
     def _output_text_done(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         index = self._part(event, state, "output_text", at)
-        _expect(event.get("text") == state.parts[index], f"{at}: text is not the deltas joined")
-        _expect(isinstance(event.get("logprobs"), list), f"{at}: logprobs is required")
+        expect(event.get("text") == state.parts[index], f"{at}: text is not the deltas joined")
+        expect(isinstance(event.get("logprobs"), list), f"{at}: logprobs is required")
 
     def _refusal_delta(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         index = self._part(event, state, "refusal", at)
-        _expect(isinstance(event.get("delta"), str), f"{at}: delta is not a string")
+        expect(isinstance(event.get("delta"), str), f"{at}: delta is not a string")
         state.parts[index] += event["delta"]
 
     def _refusal_done(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         index = self._part(event, state, "refusal", at)
-        _expect(event.get("refusal") == state.parts[index], f"{at}: refusal is not joined")
+        expect(event.get("refusal") == state.parts[index], f"{at}: refusal is not joined")
 
     def _content_part_done(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         index = self._part(event, state, state.part_kinds[-1] if state.part_kinds else "", at)
         part = event.get("part") or {}
         key = "text" if state.part_kinds[index] == "output_text" else "refusal"
-        _expect(part.get(key) == state.parts[index], f"{at}: the part is not what was said")
+        expect(part.get(key) == state.parts[index], f"{at}: the part is not what was said")
         state.part_done[index] = True
 
     # reasoning
@@ -261,8 +238,8 @@ class _Checker:
         self, event: Mapping[str, Any], state: _Open, at: str
     ) -> None:
         self._of(state, "reasoning", at)
-        _expect(all(state.part_done), f"{at}: a part opens before the last one is done")
-        _expect(event.get("summary_index") == len(state.parts), f"{at}: summary_index")
+        expect(all(state.part_done), f"{at}: a part opens before the last one is done")
+        expect(event.get("summary_index") == len(state.parts), f"{at}: summary_index")
         state.parts.append("")
         state.part_kinds.append("summary_text")
         state.part_done.append(False)
@@ -270,42 +247,42 @@ class _Checker:
     def _summary(self, event: Mapping[str, Any], state: _Open, at: str) -> int:
         self._of(state, "reasoning", at)
         index = event.get("summary_index")
-        _expect(
+        expect(
             type(index) is int and 0 <= index < len(state.parts),
             f"{at}: summary_index {index!r} names no added part",
         )
         assert isinstance(index, int)
-        _expect(not state.part_done[index], f"{at}: summary part {index} is already done")
+        expect(not state.part_done[index], f"{at}: summary part {index} is already done")
         return index
 
     def _reasoning_summary_text_delta(
         self, event: Mapping[str, Any], state: _Open, at: str
     ) -> None:
         index = self._summary(event, state, at)
-        _expect(isinstance(event.get("delta"), str), f"{at}: delta is not a string")
+        expect(isinstance(event.get("delta"), str), f"{at}: delta is not a string")
         state.parts[index] += event["delta"]
 
     def _reasoning_summary_text_done(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         index = self._summary(event, state, at)
-        _expect(event.get("text") == state.parts[index], f"{at}: text is not the deltas joined")
+        expect(event.get("text") == state.parts[index], f"{at}: text is not the deltas joined")
 
     def _reasoning_summary_part_done(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         index = self._summary(event, state, at)
         part = event.get("part") or {}
-        _expect(part.get("text") == state.parts[index], f"{at}: the part is not what was said")
+        expect(part.get("text") == state.parts[index], f"{at}: the part is not what was said")
         state.part_done[index] = True
 
     def _reasoning_text_delta(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         self._of(state, "reasoning", at)
         index = event.get("content_index")
-        _expect(type(index) is int, f"{at}: content_index")
+        expect(type(index) is int, f"{at}: content_index")
         assert isinstance(index, int)
         state.reasoning_text[index] = state.reasoning_text.get(index, "") + event["delta"]
 
     def _reasoning_text_done(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         self._of(state, "reasoning", at)
         index = event.get("content_index")
-        _expect(
+        expect(
             event.get("text") == state.reasoning_text.get(index, ""),  # type: ignore[arg-type]
             f"{at}: text is not the deltas joined",
         )
@@ -315,17 +292,17 @@ class _Checker:
         self, event: Mapping[str, Any], state: _Open, at: str
     ) -> None:
         self._of(state, "function_call", at)
-        _expect(not state.arguments_done, f"{at}: arguments after their done event")
-        _expect(isinstance(event.get("delta"), str), f"{at}: delta is not a string")
+        expect(not state.arguments_done, f"{at}: arguments after their done event")
+        expect(isinstance(event.get("delta"), str), f"{at}: delta is not a string")
         state.arguments += event["delta"]
 
     def _function_call_arguments_done(
         self, event: Mapping[str, Any], state: _Open, at: str
     ) -> None:
         self._of(state, "function_call", at)
-        _expect(not state.arguments_done, f"{at}: a second done event")
+        expect(not state.arguments_done, f"{at}: a second done event")
         given = event.get("arguments")
-        _expect(
+        expect(
             given == state.arguments or (state.arguments == "" and given == "{}"),
             f"{at}: arguments {given!r} are not the deltas joined {state.arguments!r}",
         )
@@ -335,44 +312,44 @@ class _Checker:
         self, event: Mapping[str, Any], state: _Open, at: str
     ) -> None:
         self._of(state, "custom_tool_call", at)
-        _expect(not state.arguments_done, f"{at}: input after its done event")
+        expect(not state.arguments_done, f"{at}: input after its done event")
         state.arguments += event.get("delta", "")
 
     def _custom_tool_call_input_done(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         self._of(state, "custom_tool_call", at)
-        _expect(event.get("input") == state.arguments, f"{at}: input is not the deltas joined")
+        expect(event.get("input") == state.arguments, f"{at}: input is not the deltas joined")
         state.arguments_done = True
 
     # the item's end
     def _output_item_done(self, event: Mapping[str, Any], state: _Open, at: str) -> None:
         item = event.get("item")
-        _expect(isinstance(item, dict), f"{at}: no item")
+        expect(isinstance(item, dict), f"{at}: no item")
         assert isinstance(item, dict)
         kind = state.item["type"]
-        _expect(item.get("type") == kind, f"{at}: the item changed its type")
-        _expect(all(state.part_done), f"{at}: the item is done with a part still open")
+        expect(item.get("type") == kind, f"{at}: the item changed its type")
+        expect(all(state.part_done), f"{at}: the item is done with a part still open")
         if kind == "message":
             content = item.get("content") or []
             said = [
                 p.get("text") if p.get("type") == "output_text" else p.get("refusal")
                 for p in content
             ]
-            _expect(said == state.parts, f"{at}: the content is not what the deltas said")
+            expect(said == state.parts, f"{at}: the content is not what the deltas said")
         elif kind == "reasoning":
             summary = [p.get("text") for p in item.get("summary") or []]
-            _expect(summary == state.parts, f"{at}: the summary is not what the deltas said")
+            expect(summary == state.parts, f"{at}: the summary is not what the deltas said")
         elif kind == "function_call":
-            _expect(state.arguments_done, f"{at}: no function_call_arguments.done before it")
-            _expect(item.get("arguments") == state.arguments, f"{at}: arguments differ")
+            expect(state.arguments_done, f"{at}: no function_call_arguments.done before it")
+            expect(item.get("arguments") == state.arguments, f"{at}: arguments differ")
             for name in ("call_id", "name"):
-                _expect(
+                expect(
                     isinstance(item.get(name), str) and bool(item[name]),
                     f"{at}: the call has no {name}",
                 )
-                _expect(item[name] == state.item.get(name), f"{at}: {name} changed")
+                expect(item[name] == state.item.get(name), f"{at}: {name} changed")
         elif kind == "custom_tool_call":
-            _expect(state.arguments_done, f"{at}: no custom_tool_call_input.done before it")
-            _expect(item.get("input") == state.arguments, f"{at}: input differs")
+            expect(state.arguments_done, f"{at}: no custom_tool_call_input.done before it")
+            expect(item.get("input") == state.arguments, f"{at}: input differs")
         state.item, state.done = dict(item), True
 
     def _terminal(self, event: Mapping[str, Any], at: str) -> None:
@@ -380,26 +357,26 @@ class _Checker:
         status = kind.removeprefix("response.")
         response = self._response(event, at, status)
         for index, state in enumerate(self.items):
-            _expect(state.done, f"{at}: item {index} was never done")
+            expect(state.done, f"{at}: item {index} was never done")
         output = response.get("output")
-        _expect(
+        expect(
             output == [s.item for s in self.items],
             f"{at}: output is not the done items in order",
         )
         if kind == "response.incomplete":
             details = response.get("incomplete_details") or {}
-            _expect(
+            expect(
                 details.get("reason") in ("max_output_tokens", "content_filter"),
                 f"{at}: incomplete_details.reason {details.get('reason')!r}",
             )
         if kind == "response.failed":
             error = response.get("error") or {}
-            _expect(
+            expect(
                 isinstance(error.get("code"), str) and isinstance(error.get("message"), str),
                 f"{at}: a failed response needs error.code and error.message",
             )
         else:
-            _expect(response.get("error") is None, f"{at}: an error on a {status} response")
+            expect(response.get("error") is None, f"{at}: an error on a {status} response")
         if response.get("usage") is not None:
             check_usage(response["usage"], at)
         if kind == "response.completed" and self.json_arguments:
@@ -409,7 +386,7 @@ class _Checker:
                         value = json.loads(s.item["arguments"])
                     except ValueError:
                         value = None
-                    _expect(
+                    expect(
                         isinstance(value, dict),
                         f"{at}: call {s.item['call_id']} arguments are not a JSON object: "
                         f"{s.item['arguments']!r}",
@@ -419,7 +396,7 @@ class _Checker:
 
 def check_usage(usage: object, at: str = "usage") -> None:
     """Responses usage: all five counts, consistent."""
-    _expect(isinstance(usage, dict), f"{at}: usage is not an object")
+    expect(isinstance(usage, dict), f"{at}: usage is not an object")
     assert isinstance(usage, dict)
     counts = {
         "input_tokens": usage.get("input_tokens"),
@@ -429,13 +406,13 @@ def check_usage(usage: object, at: str = "usage") -> None:
         "reasoning_tokens": (usage.get("output_tokens_details") or {}).get("reasoning_tokens"),
     }
     for name, value in counts.items():
-        _expect(type(value) is int and value >= 0, f"{at}: usage {name} {value!r}")
-    _expect(
+        expect(type(value) is int and value >= 0, f"{at}: usage {name} {value!r}")
+    expect(
         counts["total_tokens"] == counts["input_tokens"] + counts["output_tokens"],  # type: ignore[operator]
         f"{at}: usage total_tokens is not input + output",
     )
-    _expect(counts["cached_tokens"] <= counts["input_tokens"], f"{at}: cached > input")  # type: ignore[operator]
-    _expect(counts["reasoning_tokens"] <= counts["output_tokens"], f"{at}: reasoning > output")  # type: ignore[operator]
+    expect(counts["cached_tokens"] <= counts["input_tokens"], f"{at}: cached > input")  # type: ignore[operator]
+    expect(counts["reasoning_tokens"] <= counts["output_tokens"], f"{at}: reasoning > output")  # type: ignore[operator]
 
 
 def check_responses_stream(
@@ -445,8 +422,8 @@ def check_responses_stream(
     checker = _Checker(json_arguments)
     for n, event in enumerate(events):
         checker.event(n, event)
-    _expect(bool(events), "the stream has no events")
-    _expect(
+    expect(bool(events), "the stream has no events")
+    expect(
         checker.terminal is not None,
         "the stream ended without response.completed, response.incomplete or response.failed",
     )
@@ -480,8 +457,3 @@ def check_responses_stream(
                 )
             )
     return summary
-
-
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
