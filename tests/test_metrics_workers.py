@@ -66,7 +66,13 @@ def test_two_workers_are_counted_together(tmp_path: Path) -> None:
             counts = per_worker_chat_requests(directory)
             if sent >= 10 and len([c for c in counts.values() if c > 0]) >= 2:
                 break
+        # A request is counted when its response is complete, just after the client has it:
+        # wait (bounded) for the last one rather than race it.
+        deadline = time.monotonic() + 10
         counts = per_worker_chat_requests(directory)
+        while sum(counts.values()) < sent and time.monotonic() < deadline:
+            time.sleep(0.02)
+            counts = per_worker_chat_requests(directory)
         assert len([c for c in counts.values() if c > 0]) == 2, counts
         assert sum(counts.values()) == sent
 
