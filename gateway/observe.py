@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,32 +68,60 @@ class Observer(Protocol):
         ...
 
 
-class Observers:
-    """Fans each report out to every observer."""
+class QuietObserver:
+    """An observer that ignores every report: subclass it and override only the reports you
+    need; :class:`Observers` does not even call the others."""
 
-    __slots__ = ("observers",)
+    def attempt_started(self, call: Call, deployment: str) -> None:
+        return None
+
+    def attempt_finished(self, call: Call, deployment: str, error: ProviderError | None) -> None:
+        return None
+
+    def first_token(self, call: Call) -> None:
+        return None
+
+    def finished(self, call: Call) -> None:
+        return None
+
+
+class Observers:
+    """Fans each report out to the observers that handle it (a :class:`QuietObserver`'s
+    untouched reports are skipped: these run several times per request)."""
+
+    __slots__ = ("_attempt_finished", "_attempt_started", "_finished", "_first_token", "observers")
 
     def __init__(self, observers: Sequence[Observer]) -> None:
         self.observers = tuple(observers)
+        self._attempt_started = self._handlers("attempt_started")
+        self._attempt_finished = self._handlers("attempt_finished")
+        self._first_token = self._handlers("first_token")
+        self._finished = self._handlers("finished")
+
+    def _handlers(self, report: str) -> tuple[Callable[..., None], ...]:
+        quiet = getattr(QuietObserver, report)
+        return tuple(
+            getattr(o, report) for o in self.observers if getattr(type(o), report) is not quiet
+        )
 
     def attempt_started(self, call: Call, deployment: str) -> None:
-        for observer in self.observers:
-            observer.attempt_started(call, deployment)
+        for handle in self._attempt_started:
+            handle(call, deployment)
 
     def attempt_finished(self, call: Call, deployment: str, error: ProviderError | None) -> None:
-        for observer in self.observers:
-            observer.attempt_finished(call, deployment, error)
+        for handle in self._attempt_finished:
+            handle(call, deployment, error)
 
     def first_token(self, call: Call) -> None:
-        for observer in self.observers:
-            observer.first_token(call)
+        for handle in self._first_token:
+            handle(call)
 
     def finished(self, call: Call) -> None:
-        for observer in self.observers:
-            observer.finished(call)
+        for handle in self._finished:
+            handle(call)
 
 
-class LogObserver:
+class LogObserver(QuietObserver):
     """The access log (one line per request) and one warning per failed request.
 
     Lines carry the request id; never a key, a body or upstream text beyond our own messages.
@@ -104,15 +132,6 @@ class LogObserver:
     def __init__(self, *, access_log: bool = True, structured: bool = False) -> None:
         self.access_log = access_log
         self.structured = structured
-
-    def attempt_started(self, call: Call, deployment: str) -> None:
-        return None
-
-    def attempt_finished(self, call: Call, deployment: str, error: ProviderError | None) -> None:
-        return None
-
-    def first_token(self, call: Call) -> None:
-        return None
 
     def finished(self, call: Call) -> None:
         extra = {FIELDS_ATTRIBUTE: call_fields(call)} if self.structured else None

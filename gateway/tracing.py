@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.metrics import OPERATIONS
-from gateway.observe import CALL_SCOPE_KEY, Call
+from gateway.observe import CALL_SCOPE_KEY, Call, QuietObserver
 from providers.errors import ProviderError
 from providers.upstream import TRACE_HEADERS
 
@@ -121,7 +121,7 @@ class _Trace:
         self.content: Any = None  # a gateway.tracing_content.Capture when content is traced
 
 
-class Tracing:
+class Tracing(QuietObserver):
     """The middleware (server spans) and the observer (client spans) of one app."""
 
     def __init__(
@@ -194,9 +194,6 @@ class Tracing:
                 span.set_attribute("gen_ai.response.time_to_first_chunk", ttfc)
             return
         self._end_attempt(state, error.code, message=error.message)
-
-    def first_token(self, call: Call) -> None:
-        return None
 
     def finished(self, call: Call) -> None:
         state: _Trace | None = call.trace

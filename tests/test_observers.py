@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.observe import Call
+from gateway.observe import Call, Observers, QuietObserver
 from providers.errors import ProviderError
 from tests.conftest import fault_provider, post_chat, settings
 from tests.support.fault_upstream import FaultUpstream
@@ -133,4 +133,40 @@ def test_requests_that_never_reach_a_provider_are_reported_too(
     assert [(c.path, c.status, c.key_id, c.surface) for c in calls] == [
         ("/v1/models", 401, None, None),
         ("/health", 200, None, None),
+    ]
+
+
+def test_observers_skip_the_reports_a_quiet_observer_leaves_alone() -> None:
+    """A QuietObserver subclass is told only what it overrides; any other observer, all."""
+    seen: list[str] = []
+
+    class OnlyFinished(QuietObserver):
+        def finished(self, call: Call) -> None:
+            seen.append("quiet:finished")
+
+    class Everything:
+        def attempt_started(self, call: Call, deployment: str) -> None:
+            seen.append("all:attempt_started")
+
+        def attempt_finished(self, call: Call, deployment: str, error: object) -> None:
+            seen.append("all:attempt_finished")
+
+        def first_token(self, call: Call) -> None:
+            seen.append("all:first_token")
+
+        def finished(self, call: Call) -> None:
+            seen.append("all:finished")
+
+    observers = Observers([OnlyFinished(), Everything()])
+    call = Call("r", "POST", "/v1/chat/completions", "-", 0.0)
+    observers.attempt_started(call, "p/m")
+    observers.attempt_finished(call, "p/m", None)
+    observers.first_token(call)
+    observers.finished(call)
+    assert seen == [
+        "all:attempt_started",
+        "all:attempt_finished",
+        "all:first_token",
+        "quiet:finished",
+        "all:finished",
     ]
