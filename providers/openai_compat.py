@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -33,6 +33,14 @@ class Options(BaseModel):
 
     base_url: str = Field(description="the upstream's OpenAI API root, e.g. http://host/v1")
     api_key: SecretStr | None = None
+    system_messages: Literal["as_sent", "leading"] = Field(
+        "as_sent",
+        description=(
+            "'leading': every system and developer message joins one system message at the "
+            "start, for chat templates that refuse one anywhere else (Qwen, Llama and others "
+            "behind vLLM or Ollama; Claude Code and Codex send them mid-conversation)"
+        ),
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -62,10 +70,13 @@ class OpenAICompatProvider:
         self._chat_path = url.raw_path
         base = url.raw_path.removesuffix(b"/chat/completions")
         self._paths = {name: base + b"/" + name for name in (b"embeddings", b"completions")}
+        self._leading_system = options.system_messages == "leading"
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Chunk, None]:
         body = request.body.copy()
         body["model"] = request.model
+        if self._leading_system:
+            body["messages"] = leading_system(body.get("messages"))
         if request.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -152,6 +163,31 @@ class OpenAICompatProvider:
 
     async def aclose(self) -> None:
         return None  # the transport is the gateway's
+
+
+def leading_system(messages: Any) -> Any:
+    """``messages`` with every system and developer message's text joined, in order, into one
+    system message at the start; the others keep their order. Unchanged when it is already so."""
+    if not isinstance(messages, list):
+        return messages
+    texts: list[str] = []
+    rest: list[Any] = []
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(
+                    part["text"]
+                    for part in content
+                    if isinstance(part, dict) and isinstance(part.get("text"), str)
+                )
+        else:
+            rest.append(message)
+    if len(rest) == len(messages):
+        return messages
+    return [{"role": "system", "content": "\n\n".join(t for t in texts if t)}, *rest]
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

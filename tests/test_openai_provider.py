@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import openai
 import orjson
 import pytest
@@ -253,3 +254,55 @@ def test_the_gateway_can_be_its_own_upstream(echo_gateway: str) -> None:
             if c.choices
         )
         assert text == "one two  three\nfour"
+
+
+def test_system_messages_can_be_gathered_at_the_start_for_strict_chat_templates(
+    make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]
+) -> None:
+    """Claude Code and Codex send system and developer messages mid-conversation; templates
+    such as Qwen's refuse them there. ``SYSTEM_MESSAGES=leading`` joins them, in order, into
+    one leading system message; the default sends them as they came."""
+    strict = fault_provider(fault_upstream[0], models=["echo-request"], system_messages="leading")
+    gateway = make_gateway(
+        providers={
+            "fault": fault_provider(fault_upstream[0], models=["echo-request"]),
+            "strict": strict,
+        }
+    )
+    messages: list[Any] = [
+        {"role": "system", "content": "A"},
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "B"},
+        {"role": "developer", "content": [{"type": "text", "text": "C"}]},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "again"},
+    ]
+    upstream = fault_upstream[1]
+    sdk(gateway).chat.completions.create(model="strict/echo-request", messages=messages)
+    assert upstream.requests[-1].body["messages"] == [
+        {"role": "system", "content": "A\n\nB\n\nC"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "again"},
+    ]
+    sdk(gateway).chat.completions.create(model="fault/echo-request", messages=messages)
+    assert upstream.requests[-1].body["messages"] == messages
+
+    # The same through the Messages surface, as Claude Code sends it.
+    response = httpx.post(
+        f"{gateway}/v1/messages",
+        json={
+            "model": "strict/echo-request",
+            "max_tokens": 64,
+            "system": "You are Claude Code.",
+            "messages": [
+                {"role": "user", "content": "fix the bug"},
+                {"role": "system", "content": "<env>cwd: /work</env>"},
+            ],
+        },
+        headers={"anthropic-version": "2023-06-01"},
+    )
+    assert response.status_code == 200, response.text
+    sent = upstream.requests[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["system", "user"]
+    assert sent[0]["content"] == "You are Claude Code.\n\n<env>cwd: /work</env>"
