@@ -27,7 +27,18 @@ Messages are written for the client: they never contain upstream bodies verbatim
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
+
+# What upstreams say when a prompt does not fit the model: OpenAI and vLLM ("maximum context
+# length", or the code itself), Anthropic ("prompt is too long"), Gemini ("The input token
+# count (N) exceeds the maximum number of tokens allowed"), llama.cpp and others ("context
+# window", "context size").
+_CONTEXT_OVERFLOW = re.compile(
+    r"maximum context length|context_length_exceeded|prompt is too long|context window"
+    r"|context size|input token count .{0,40}exceeds",
+    re.IGNORECASE,
+)
 
 
 class ProviderError(Exception):
@@ -70,6 +81,8 @@ class UpstreamRejected(UpstreamStatusError):
             self.status = 413
         else:
             self.status = 400
+            if _CONTEXT_OVERFLOW.search(message):  # clients compact or trim on this code
+                self.code = "context_length_exceeded"
 
 
 class UpstreamAuthFailed(UpstreamStatusError):

@@ -156,3 +156,27 @@ def test_one_table_says_what_each_upstream_status_means(
     assert (error.status, error.code) == (client_status, code)
     # Only a refusal of the request itself shows the upstream's words: they help the client.
     assert ("the upstream said so" in error.message) == client_fault
+
+
+@pytest.mark.parametrize(
+    ("detail", "code"),
+    [
+        # OpenAI's and vLLM's words
+        ("This model's maximum context length is 8192 tokens. However, you requested 9000", "c"),
+        # Anthropic's
+        ("prompt is too long: 210000 tokens > 200000 maximum", "c"),
+        # Gemini's
+        ("The input token count (1200000) exceeds the maximum number of tokens allowed", "c"),
+        # llama.cpp's
+        ("the request exceeds the available context size, try increasing it", "c"),
+        ("temperature must be at most 2", "r"),
+    ],
+)
+def test_a_prompt_too_long_for_the_model_is_context_length_exceeded(detail: str, code: str) -> None:
+    """Codex compacts and LangChain trims on OpenAI's own code; every upstream's way of saying
+    it becomes that code (a 400, the client's to fix, never retried or held against the
+    upstream)."""
+    error = status_error(400, provider="p", detail=detail)
+    expected = "context_length_exceeded" if code == "c" else "upstream_rejected_request"
+    assert (error.status, error.code, error.retryable) == (400, expected, False)
+    assert not error.counts_against_breaker
