@@ -3,9 +3,11 @@
 The real console script runs as a subprocess, with canary keys for its upstreams and its
 clients. Every path is driven - successes, client errors, upstream errors whose bodies, headers
 and redirects echo the upstream key back (tests/support/leaky_upstream.py), dead upstreams,
-malformed HTTP - and every response status line, header and body, and the process's whole log
-output (debug level, access log included), is searched for the canaries and for every 12-character
-piece of them, case-insensitively.
+malformed HTTP - on every surface (chat, Anthropic's Messages with ``x-api-key``, Responses),
+with the admin API and a virtual key made, used and revoked; every response status line,
+header and body, the process's whole log output (debug level, access log included) and the
+SQLite file that holds the keys and the ledger are searched for the canaries (the virtual key
+among them) and for every 12-character piece of them, case-insensitively.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ UPSTREAM_KEY = "sk-canary-upstream-7Hq2Zx9Lw4Tb"
 LEAKY_KEY = "sk-canary-leakyup-Fa3Gs7Hd2JkM"
 DEAD_KEY = "sk-canary-deadport-Vb8Nc3Rt6YpQ"
 CLIENT_KEY = "gw-canary-client-Pz5Kd1Mj0QwE"
-CANARIES = (UPSTREAM_KEY, LEAKY_KEY, DEAD_KEY, CLIENT_KEY)
+ADMIN_KEY = "gw-canary-admin-Wd6Ug2Xe8RsN"
+CANARIES = (UPSTREAM_KEY, LEAKY_KEY, DEAD_KEY, CLIENT_KEY, ADMIN_KEY)
 LEAKY_STATUSES = (400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503)
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 
@@ -39,15 +42,16 @@ def fragments(secret: str, size: int = 12) -> set[str]:
     return {secret[i : i + size].lower() for i in range(len(secret) - size + 1)}
 
 
-def leaks(text: str) -> list[str]:
+def leaks(text: str, canaries: tuple[str, ...] = CANARIES) -> list[str]:
     """The canary fragments found in ``text``."""
     lowered = text.lower()
-    return sorted({f for c in CANARIES for f in fragments(c) if f in lowered})
+    return sorted({f for c in canaries for f in fragments(c) if f in lowered})
 
 
 def env_lines(fault_url: str, leaky_url: str) -> list[str]:
     lines = [
         f"GATEWAY_API_KEYS=[{json.dumps(CLIENT_KEY)}]",
+        f"GATEWAY_ADMIN_KEY={ADMIN_KEY}",
         "GATEWAY_MAX_BODY_BYTES=65536",
         "GATEWAY_PROVIDERS__FAULT__TYPE=openai",
         f"GATEWAY_PROVIDERS__FAULT__BASE_URL={fault_url}",
@@ -156,6 +160,106 @@ def drive_models_and_chat(sweep: Sweep) -> None:
         sweep.emitted.append((f"sdk {model}", f"{caught.value!s} {caught.value.body!r}"))
 
 
+SURFACE_MODELS = (
+    "fault/ok",
+    "fault/status:500",
+    "fault/error-frame:1",
+    "leak401/status-401",
+    "leak400/detail-400",
+    "leak429/detail-429",
+    "leakmisc/frame",
+    "dead/m",
+)
+
+
+def drive_messages_and_responses(sweep: Sweep) -> None:
+    """The Anthropic and Responses surfaces, over the same upstream failures; Messages with
+    the key in ``x-api-key`` as Claude Code sends it."""
+    anthropic = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
+    for model in SURFACE_MODELS:
+        for stream in (False, True):
+            body = {"model": model, "max_tokens": 32, "stream": stream, "messages": USER}
+            sweep.keep(
+                f"messages {model} stream={stream}",
+                sweep.client.post("/v1/messages", json=body, headers=anthropic),
+            )
+            body = {"model": model, "input": "hello there", "stream": stream}
+            sweep.keep(
+                f"responses {model} stream={stream}",
+                sweep.client.post("/v1/responses", json=body, headers=sweep.auth),
+            )
+    sweep.keep(
+        "messages count_tokens",
+        sweep.client.post(
+            "/v1/messages/count_tokens",
+            json={"model": "fault/ok", "messages": USER},
+            headers=anthropic,
+        ),
+    )
+    for wrong in (CLIENT_KEY + "x", UPSTREAM_KEY, ADMIN_KEY):
+        sweep.keep(
+            "messages wrong key",
+            sweep.client.post(
+                "/v1/messages",
+                json={"model": "fault/ok", "max_tokens": 8, "messages": USER},
+                headers={**anthropic, "x-api-key": wrong},
+            ),
+        )
+
+
+def drive_virtual_keys(sweep: Sweep) -> str:
+    """A virtual key made, used on every surface, refused a model, revoked; the admin API with
+    wrong keys. Returns the virtual key's secret (a canary from then on)."""
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    created = sweep.client.post(  # not kept: this one answer shows the secret, by design
+        "/admin/keys", json={"name": "canary", "models": ["fault/ok"], "rpm": 1000}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    secret: str = created.json()["key"]
+    key_id: str = created.json()["id"]
+    virtual = {"authorization": f"Bearer {secret}"}
+    sweep.keep(
+        "virtual chat",
+        sweep.client.post(
+            "/v1/chat/completions", json={"model": "fault/ok", "messages": USER}, headers=virtual
+        ),
+    )
+    sweep.keep(
+        "virtual messages",
+        sweep.client.post(
+            "/v1/messages",
+            json={"model": "fault/ok", "max_tokens": 8, "messages": USER},
+            headers={"x-api-key": secret, "anthropic-version": "2023-06-01"},
+        ),
+    )
+    sweep.keep(
+        "virtual responses",
+        sweep.client.post(
+            "/v1/responses", json={"model": "fault/ok", "input": "hi"}, headers=virtual
+        ),
+    )
+    sweep.keep(
+        "virtual model not allowed",
+        sweep.client.post(
+            "/v1/chat/completions", json={"model": "dead/m", "messages": USER}, headers=virtual
+        ),
+    )
+    for path in ("/admin/keys", f"/admin/keys/{key_id}", "/admin/usage?group_by=key,model"):
+        sweep.get(path, headers=admin)
+        sweep.get(path, headers=virtual)  # a client key is no admin key
+        sweep.get(path, headers=sweep.auth)
+    sweep.keep("revoke", sweep.client.delete(f"/admin/keys/{key_id}", headers=admin))
+    sweep.keep(
+        "revoked chat",
+        sweep.client.post(
+            "/v1/chat/completions", json={"model": "fault/ok", "messages": USER}, headers=virtual
+        ),
+    )
+    sweep.get("/metrics", headers=admin)
+    sweep.get("/metrics", headers={"authorization": f"Bearer {ADMIN_KEY[:-1]}"})
+    return secret
+
+
 def drive_client_mistakes(sweep: Sweep) -> None:
     key = CLIENT_KEY
     sweep.chat(
@@ -238,19 +342,39 @@ def test_no_canary_key_leaves_the_gateway(
         sweep = Sweep(server.base_url)
         with sweep.client:
             drive_models_and_chat(sweep)
+            drive_messages_and_responses(sweep)
+            virtual_key = drive_virtual_keys(sweep)
             drive_client_mistakes(sweep)
     output = server.output()
     sweep.emitted.append(("the process's log output", output))
+    # The keys and the ledger: a keyed digest of each key, never the key.
+    database = (tmp_path / "llm-gateway.db").read_bytes().decode("latin-1")
+    for suffix in ("", "-wal"):
+        extra = tmp_path / f"llm-gateway.db{suffix}"
+        if suffix and extra.exists():
+            database += extra.read_bytes().decode("latin-1")
+    sweep.emitted.append(("the SQLite database", database))
 
     # The sweep did reach every path: the statuses a client sees, and the access log lines.
     statuses = {text.split("\n", 1)[0] for _, text in sweep.emitted}
     assert {"200", "400", "401", "404", "405", "413", "415", "429", "502"} <= statuses, statuses
     assert "431" in next(text for label, text in sweep.emitted if label == "headers too large")
-    for line in ('"GET /v1/models" 400', '"GET /v1/models" 401', '"POST /v1/chat/completions" 502'):
+    for line in (
+        '"GET /v1/models" 400',
+        '"GET /v1/models" 401',
+        '"POST /v1/chat/completions" 502',
+        '"POST /v1/messages" 200',
+        '"POST /v1/messages" 401',
+        '"POST /v1/responses" 502',
+        '"POST /admin/keys" 201',
+    ):
         assert line in output, f"no access log line {line}"
+    assert "403" in next(t for label, t in sweep.emitted if label == "virtual model not allowed")
+    assert "401" in next(t for label, t in sweep.emitted if label == "revoked chat")
     assert "retrying" in output, "a retry was logged"
 
-    found = [(label, leaks(text)) for label, text in sweep.emitted if leaks(text)]
+    every = (*CANARIES, virtual_key)
+    found = [(label, leaks(text, every)) for label, text in sweep.emitted if leaks(text, every)]
     assert not found, "canary keys leaked:\n" + "\n".join(f"  {label}: {f}" for label, f in found)
 
     # Each upstream got its own key, really had it to leak, and never saw the client's.
