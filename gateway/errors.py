@@ -184,9 +184,6 @@ def anthropic_error(error: APIError) -> tuple[int, dict[str, Any]]:
     return status, body
 
 
-_OVERLOADED_STATUSES = frozenset({503, 529})
-
-
 def from_provider_error(exc: ProviderError) -> APIError:
     """What the client sees of a provider's failure: the error's own status and code.
 
@@ -202,8 +199,5 @@ def from_provider_error(exc: ProviderError) -> APIError:
         param="model" if exc.code == "model_not_found" else None,
         headers=headers,
     )
-    upstream_status = getattr(exc, "upstream_status", None)
-    error.overloaded = (
-        isinstance(exc, CoolingDown | PoolExhausted) or upstream_status in _OVERLOADED_STATUSES
-    )
+    error.overloaded = exc.overloaded or isinstance(exc, CoolingDown | PoolExhausted)
     return error

@@ -270,6 +270,7 @@ def stream_error(
     if type(detail) is str and detail:
         message += ": " + redact(detail)
     failure = UpstreamStreamError(message)
+    failure.overloaded = kind == "overloaded_error"
     # Before anything reached the client, another attempt is as good as the first.
     failure.retryable = not produced and kind in _TRANSIENT
     return failure

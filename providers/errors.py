@@ -49,6 +49,9 @@ class ProviderError(Exception):
     counts_against_breaker: bool = True
     status: int = 502
     code: str = "upstream_error"
+    # The upstream said it is overloaded (HTTP 503/529, or Anthropic's overloaded_error in a
+    # stream): Anthropic's clients back off and retry on that, and on nothing else.
+    overloaded: bool = False
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -64,6 +67,7 @@ class UpstreamStatusError(ProviderError):
         super().__init__(message)
         self.upstream_status = status
         self.retry_after = retry_after
+        self.overloaded = status in (503, 529)
 
 
 class UpstreamRejected(UpstreamStatusError):

@@ -310,6 +310,9 @@ def test_anthropic_overloaded_and_mid_stream_errors(gateway: str) -> None:
         client(gateway).messages.create(model="claude/status:529", max_tokens=10, messages=USER)
     summary = raw_stream(gateway, {"model": "claude/error-event:4"})
     assert summary.error is not None and summary.stop_reason is None
+    # The upstream said overloaded_error mid-stream: the client sees that type (Claude Code
+    # retries on it), not a generic api_error.
+    assert summary.error["type"] == "overloaded_error"
     with (
         pytest.raises(anthropic.APIStatusError),
         client(gateway).messages.stream(
