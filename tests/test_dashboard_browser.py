@@ -1,9 +1,10 @@
 """The Dashboard page in a real browser (Debian's chromium, driven by playwright).
 
 The page is the one ``webui.dashboard.build`` makes, in a Gradio app of its own, reading a real
-gateway's ``/metrics`` over HTTP. Known traffic goes through the gateway; the page must show
-it: the deployments and their breakers (one tripped open on purpose), the request and error
-rates, and the admin key asked for when the gateway wants one.
+gateway's ``/metrics`` and admin API over HTTP. Known traffic goes through the gateway; the page
+must show it: the deployments and their breakers (one tripped open on purpose), the request and
+error rates, the admin key asked for when the gateway wants one, and with teams on, a virtual
+key's requests and cost per model from the usage ledger (without them, how to turn them on).
 
 Synchronisation is by condition: playwright's ``expect`` polls the page until the next scrape
 (every two seconds) shows what is expected, up to :data:`WAIT_MS`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -24,13 +26,15 @@ from playwright.sync_api import Page, expect
 
 import ui
 from gateway.app import create_app
-from tests.conftest import fault_provider, settings
+from tests.conftest import fault_provider, sdk, settings
 from tests.support.browser import CHROMIUM, WAIT_MS, chromium, watched_page
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import free_port, serve_in_thread
+from tests.support.services import Admin
 from webui import dashboard
 
 ADMIN_KEY = "admin-key-for-the-dashboard-0123456789"
+MESSAGE = [{"role": "user", "content": "one two three four"}]
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -122,24 +126,65 @@ def test_dashboard_shows_deployments_breakers_rates_and_errors(
         )
 
 
-def test_dashboard_asks_for_the_admin_key_when_metrics_need_it(page: Page) -> None:
-    # an admin key puts /metrics behind it by default (GATEWAY_METRICS_AUTH unset)
-    with gateway_and_dashboard(admin_key=ADMIN_KEY) as (gateway, ui):
+def test_dashboard_with_an_admin_key_shows_metrics_and_usage_per_key_behind_it(
+    page: Page, tmp_path: Path
+) -> None:
+    # an admin key puts /metrics behind it by default (GATEWAY_METRICS_AUTH unset), and turns
+    # teams on: a virtual key made through the admin API, used with the openai SDK
+    teams = {
+        "admin_key": ADMIN_KEY,
+        "database_url": f"sqlite:///{tmp_path / 'gateway.db'}",
+        "prices": {"echo/echo": {"input": 1.0, "output": 2.0}},
+    }
+    with gateway_and_dashboard(**teams) as (gateway, ui):
         assert httpx.get(f"{gateway}/metrics").status_code == 401
+        alice = Admin(gateway, key=ADMIN_KEY).create(name="alice-dashboard")
+        client = sdk(gateway, alice["key"])
+        for _ in range(3):
+            client.chat.completions.create(model="echo/echo", messages=MESSAGE)  # type: ignore[arg-type]
+        ledger = Admin(gateway, key=ADMIN_KEY).wait_requests(3, group_by="key,model")
+        assert [(g["key"], g["model"], g["requests"]) for g in ledger["data"]] == [
+            (alice["id"], "echo/echo", 3)
+        ]
+        cost = ledger["data"][0]["cost_micro_usd"]
+        assert cost > 0
+
         page.goto(f"{ui}/ui/")
         status = page.locator("#dashboard-status")
+        usage_status = page.locator("#dashboard-usage-status")
+        usage = page.locator("#dashboard-usage")
         expect(status).to_contain_text("need the admin key")
+        expect(usage_status).to_contain_text("needs the gateway's admin key")
         expect(page.locator("#dashboard-deployments")).not_to_contain_text("echo/echo")
 
         key = page.locator("#dashboard-admin-key input, #dashboard-admin-key textarea").first
-        key.fill("not-the-admin-key")
+        wrong = "not-the-admin-key-0123"
+        key.fill(wrong)
         key.press("Enter")
         expect(status).to_contain_text("refused")
+        expect(usage_status).to_contain_text("The admin key was refused")
+        for shown in (status, usage_status, usage):
+            expect(shown).not_to_contain_text(wrong)
+        expect(usage).not_to_contain_text("alice-dashboard")
 
         key.fill(ADMIN_KEY)
         key.press("Enter")
         expect(status).to_contain_text("Updated")
         expect(page.locator("#dashboard-deployments")).to_contain_text("echo/echo")
+        # the key's name and id, its model, 3 requests, their tokens and their cost
+        row = re.compile(
+            rf"alice-dashboard\s+{re.escape(alice['id'])}\s+echo/echo\s+3\s+\d+\s+\d+\s+0\s+0\s+"
+            + re.escape(f"{cost / 1_000_000:.6f}")
+        )
+        expect(usage).to_contain_text(row)
+        expect(usage).to_contain_text(re.compile(r"Total\s+3\s"))
+        expect(usage_status).to_contain_text("Last day, updated")
+        page.get_by_label("Last hour").check()
+        expect(usage_status).to_contain_text("Last hour, updated")
+        expect(usage).to_contain_text(row)
+        for shown in (status, usage_status, usage):
+            expect(shown).not_to_contain_text(ADMIN_KEY)
+            expect(shown).not_to_contain_text(alice["key"])
 
 
 def test_dashboard_page_of_the_mounted_ui(page: Page) -> None:
@@ -154,3 +199,8 @@ def test_dashboard_page_of_the_mounted_ui(page: Page) -> None:
         expect(page.locator("#dashboard-deployments")).to_contain_text(
             re.compile(r"echo/echo\s+closed\s")
         )
+        # no admin key: no admin API, and the usage section says how to turn teams on
+        expect(page.locator("#dashboard-usage-status")).to_contain_text(
+            "Teams are off on this gateway"
+        )
+        expect(page.locator("#dashboard-usage-status")).to_contain_text("GATEWAY_ADMIN_KEY")

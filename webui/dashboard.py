@@ -9,6 +9,9 @@ Everything is computed from counters and histogram buckets, as Prometheus would:
 differences between two scrapes, quantiles are interpolated within the buckets of the
 difference. Under ``--workers N`` the gateway's ``/metrics`` already sums every worker, so one
 scrape is the whole gateway.
+
+Below the charts, usage and cost per key and model come from the usage ledger, through the
+admin API, with the same admin key (:mod:`webui.dashboard_usage`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 import httpx
 import pandas as pd  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
+
+from webui import dashboard_usage
 
 POLL_SECONDS = 2.0
 WINDOW_SECONDS = 300.0
@@ -204,14 +209,16 @@ def describe_pools(pools: dict[str, dict[str, float]]) -> str:
 
 async def scrape(client: httpx.AsyncClient, url: str, admin_key: str) -> tuple[str | None, str]:
     """``/metrics``'s text, or None and what to tell the visitor."""
-    headers = {"authorization": f"Bearer {admin_key.strip()}"} if admin_key.strip() else {}
+    headers = dashboard_usage.admin_headers(admin_key)
+    if headers is None:
+        return None, dashboard_usage.REFUSED
     try:
         response = await client.get(url, headers=headers)
     except httpx.HTTPError as exc:
         return None, f"⚠ cannot reach the gateway ({type(exc).__name__})"
     if response.status_code in (401, 403):
-        if admin_key.strip():
-            return None, "🔑 The admin key was refused."
+        if headers:
+            return None, dashboard_usage.REFUSED
         return None, "🔑 This gateway's metrics need the admin key: enter it above."
     if response.status_code == 404:
         return None, "Metrics are off on this gateway (GATEWAY_METRICS=false)."
@@ -300,3 +307,4 @@ def build(gateway_url: str) -> None:
     outputs = [status, table, pools, requests_plot, ttft_plot, tokens_plot, errors_plot, history]
     timer.tick(refresh, inputs=[admin_key, history], outputs=outputs, show_progress="hidden")
     admin_key.submit(refresh, inputs=[admin_key, history], outputs=outputs)
+    dashboard_usage.build(admin_key, client, url)
