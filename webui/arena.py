@@ -1,12 +1,14 @@
 """The Arena page: one prompt to two to four models at once, streaming side by side.
 
-Each column shows its model's answer as it streams and, under it, the TTFT, tok/s, tokens and
-how its stream ended. The visitor then marks the better answer (or a tie); the tally of wins is
-kept in the visitor's browser, across reloads, and never on the server.
+Each column shows its model's answer as it streams, under a collapsible thought when the model
+reasons first (open while it thinks, as on the Chat page), and under it the TTFT, tok/s, tokens
+and how its stream ended. The visitor then marks the better answer (or a tie); the tally of
+wins is kept in the visitor's browser, across reloads, and never on the server.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from webui.gateway import Gateway
-from webui.progress import Progress, follow
+from webui.progress import Progress, duration, follow
 from webui.settings import Settings, models_refresher, settings_panel
 
 MAX_MODELS = 4
@@ -23,6 +25,7 @@ STORAGE_KEY = "llm-gateway-arena"
 CSS = """
 .arena-answer { min-height: 180px; }
 .arena-stats { font-size: 0.85em; opacity: 0.8; }
+.arena-answer details.arena-thought { opacity: 0.75; margin-bottom: 0.5em; }
 """
 
 
@@ -80,6 +83,23 @@ def tally_markdown(tally: Mapping[str, Any]) -> str:
     return "\n".join(lines) + f"\n\n{tally['rounds']} rounds voted."
 
 
+def answer_markdown(progress: Progress) -> str:
+    """A column's answer, under its reasoning as a ``<details>`` block: open while the model
+    thinks, closed once the answer starts. The reasoning is the model's text, shown as text
+    (escaped), never as markup of the page."""
+    if not progress.reasoning:
+        return progress.text
+    if progress.thinking:
+        head, opened = "Thinking…", " open"
+    else:
+        head, opened = f"Thought for {duration(progress.thought_seconds() or 0.0)}", ""
+    thought = html.escape(progress.reasoning)
+    return (
+        f'<details class="arena-thought"{opened}><summary>{head}</summary>\n\n{thought}\n\n'
+        f"</details>\n\n{progress.text}"
+    )
+
+
 def _stats(progress: Progress) -> str:
     if progress.error is not None:
         return f"⚠ {progress.error}"
@@ -88,9 +108,11 @@ def _stats(progress: Progress) -> str:
 
 @dataclass
 class _Sessions:
-    """The progress of every column streaming now, by Gradio session, for Stop."""
+    """The progress of every column streaming now, by Gradio session, for Stop; and of the
+    columns just stopped, for Stop's follow-up redraw (by then the stream has let go of them)."""
 
     live: dict[str, list[Progress]] = field(default_factory=dict)
+    stopped: dict[str, list[Progress]] = field(default_factory=dict)
 
 
 def build(gateway: Gateway) -> None:
@@ -223,11 +245,7 @@ def build(gateway: Gateway) -> None:
             p = progresses[n] if n < len(progresses) else None
             out.append(gr.update(visible=p is not None) if first else gr.skip())
             out.append(gr.update(value=f"### `{p.model}`") if p and first else gr.skip())
-            out.append(
-                gr.update(value=p.text or ("*thinking…*" if p.reasoning else ""))
-                if p
-                else gr.skip()
-            )
+            out.append(gr.update(value=answer_markdown(p)) if p else gr.skip())
             out.append(gr.update(value=_stats(p)) if p else gr.skip())
             out.append(gr.update(interactive=done and p is not None))
         out.append(gr.update(interactive=done))
@@ -240,14 +258,23 @@ def build(gateway: Gateway) -> None:
     outputs += [tie, round_state]
 
     def halt(request: gr.Request) -> list[Any]:
-        progresses = sessions.live.get(request.session_hash or "", [])
+        session = request.session_hash or ""
+        progresses = sessions.live.get(session, [])
         for progress in progresses:
             progress.stopped = True
+        sessions.stopped[session] = progresses
+        return _stopped(progresses)
+
+    def settle(request: gr.Request) -> list[Any]:
+        """Stop's last word, after any late redraw: the columns as :func:`halt` left them."""
+        return _stopped(sessions.stopped.pop(request.session_hash or "", []))
+
+    def _stopped(progresses: list[Progress]) -> list[Any]:
         out: list[Any] = []
         for n in range(MAX_MODELS):
             column = progresses[n] if n < len(progresses) else None
             out += [gr.skip(), gr.skip()]
-            out.append(gr.update(value=column.text) if column else gr.skip())
+            out.append(gr.update(value=answer_markdown(column)) if column else gr.skip())
             out.append(gr.update(value=_stats(column)) if column else gr.skip())
             out.append(gr.update(interactive=column is not None))
         out += [gr.update(interactive=bool(progresses)), gr.skip()]
@@ -266,7 +293,7 @@ def build(gateway: Gateway) -> None:
         [send.click, prompt.submit], run, inputs, outputs, show_progress="hidden", **events
     )
     stopping = stop.click(halt, None, outputs, cancels=[running], **events)
-    stopping.then(halt, None, outputs, **events)  # the last word, after any late redraw
+    stopping.then(settle, None, outputs, **events)  # the last word, after any late redraw
     vote_outputs = [tally_store, round_state, tally_view, *votes, tie]
     for n, button in enumerate(votes):
         button.click(
