@@ -13,7 +13,7 @@ import uvicorn
 
 from gateway import logs
 from gateway.app import create_app
-from gateway.metrics_http import prepare_multiprocess_dir
+from gateway.metrics_workers import prepare_workers_dir, workers_dir
 from gateway.server import make_config
 from gateway.settings import ConfigError, Settings, load_settings
 from providers.registry import list_types
@@ -129,14 +129,18 @@ def main(argv: list[str] | None = None) -> None:
             workers=args.workers,
             factory=True,
         )
-        # Every worker counts into /metrics: prometheus_client's multiprocess mode, chosen by
-        # the workers as they import it (gateway.metrics_http says why).
-        cleanup = prepare_multiprocess_dir() if settings.metrics else lambda: None
+        # Every worker counts into /metrics: each publishes its snapshot to a directory set up
+        # here, before they start (gateway.metrics_workers says how).
+        cleanup = prepare_workers_dir() if settings.metrics else lambda: None
         try:
             uvicorn.supervisors.Multiprocess(config, sockets=[config.bind_socket()]).run()
         finally:
             cleanup()
         return
+    if settings.metrics and workers_dir() is not None:
+        # One process but a directory named: it shares its snapshot there as a worker would,
+        # so old snapshots must go (they would be counted).
+        prepare_workers_dir()
     if ui_on:
         import ui  # Gradio is heavy: imported only when the UI is served
 

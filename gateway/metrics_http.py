@@ -1,98 +1,32 @@
-"""``GET /metrics``, the refresh of the state gauges, and prometheus_client's multiprocess mode.
+"""``GET /metrics`` and the periodic refresh of the state gauges.
 
-One process (``--workers 1``): the values are in memory and a scrape reads them.
-
-Several workers: each is a process of its own, and a scrape lands on one of them; every worker
-must be counted. prometheus_client's multiprocess mode does that with no coordination on the
-hot path: each process writes its values to memory-mapped files named after its pid in
-``PROMETHEUS_MULTIPROC_DIR``, and a scrape sums the files. The CLI makes a fresh directory for
-each start (a directory reused across starts would carry old counts; the docs say wipe it) and
-removes it at exit. Counters of a worker that died stay (a counter must not go down); its
-gauges are dropped at the next scrape (``live*`` modes), so a restarted worker's in-flight
-count is not counted twice. The alternative, one worker per container and a scrape of each,
-needs nothing here: then the directory is simply never set.
+One process (``--workers 1``): the values are in memory and a scrape reads them. Several workers:
+each also publishes its snapshot and a scrape merges them (:mod:`gateway.metrics_workers`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import hmac
 import logging
-import os
-import re
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
 
 from gateway.asgi import header, send_error
 from gateway.errors import AuthenticationError, MethodNotAllowed
 from gateway.metrics import GatewayMetrics
+from gateway.metrics_families import exposition
+from gateway.metrics_workers import PUBLISH_SECONDS, WorkerShare
 
-MULTIPROC_VAR = "PROMETHEUS_MULTIPROC_DIR"
 REFRESH_SECONDS = 2.0
-"""How often each process sets its state gauges (breakers, pools) when not scraped itself."""
-_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db$")
+"""How often a lone process sets its state gauges (breakers, pools) when not scraped itself;
+a worker among several does it every :data:`~gateway.metrics_workers.PUBLISH_SECONDS`, with its
+snapshot."""
 logger = logging.getLogger("gateway")
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_VAR) or None
-
-
-def prepare_multiprocess_dir() -> Callable[[], None]:
-    """Set up ``PROMETHEUS_MULTIPROC_DIR`` for workers about to be spawned; return the cleanup.
-
-    A directory given by the operator is emptied of old values; otherwise a private temporary
-    one is made (and removed by the cleanup). Must run before the workers start: they choose
-    multiprocess mode when they import prometheus_client.
-    """
-    given = multiprocess_dir()
-    if given is not None:
-        os.makedirs(given, exist_ok=True)
-        for path in glob.glob(os.path.join(given, "*.db")):
-            os.remove(path)
-        return lambda: None
-    made = tempfile.mkdtemp(prefix="llm-gateway-metrics-")
-    os.environ[MULTIPROC_VAR] = made
-
-    def cleanup() -> None:
-        os.environ.pop(MULTIPROC_VAR, None)
-        shutil.rmtree(made, ignore_errors=True)
-
-    return cleanup
-
-
-def _drop_dead_gauges(path: str) -> None:
-    """Forget the live gauges of processes that are gone (a worker that crashed or was
-    restarted never said so)."""
-    for name in os.listdir(path):
-        match = _LIVE_GAUGE_FILE.match(name)
-        if match is None:
-            continue
-        pid = int(match.group(1))
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            prom_multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-        except PermissionError:  # alive, someone else's
-            pass
-
-
-def exposition(metrics: GatewayMetrics, path: str | None) -> bytes:
-    """The text format of every metric: this process's, or every process's in ``path``."""
-    if path is None:
-        return generate_latest(metrics.registry)
-    _drop_dead_gauges(path)
-    registry = CollectorRegistry()
-    prom_multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
-    return generate_latest(registry)
 
 
 class MetricsEndpoint:
@@ -105,10 +39,12 @@ class MetricsEndpoint:
         *,
         refresh: Callable[[], None],
         admin_key: bytes | None = None,
+        share: WorkerShare | None = None,
     ) -> None:
         self.metrics = metrics
         self.refresh = refresh
         self.admin_key = admin_key
+        self.share = share
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
@@ -120,11 +56,15 @@ class MetricsEndpoint:
                 await send_error(send, problem)
                 return
         self.refresh()
-        path = multiprocess_dir()
-        if path is None:
-            body = exposition(self.metrics, None)
-        else:  # file reads: off the event loop
-            body = await asyncio.to_thread(exposition, self.metrics, path)
+        families = self.metrics.families
+        if self.share is None:
+            body = exposition(families, self.metrics.snapshot())
+        else:
+            # Snapshot and publish here, on the loop (where the periodic publish runs too: one
+            # writer of this worker's file); reading the others' and the text, off it.
+            share = self.share
+            own = share.publish()
+            body = await asyncio.to_thread(lambda: exposition(families, share.merged(own)))
         await send(
             {
                 "type": "http.response.start",
@@ -154,17 +94,23 @@ class MetricsEndpoint:
 
 
 @asynccontextmanager
-async def refreshing(refresh: Callable[[], None]) -> AsyncIterator[None]:
-    """Run ``refresh`` every :data:`REFRESH_SECONDS` while the app runs; at its end, under
-    multiprocess mode, withdraw this process's live gauges."""
+async def refreshing(
+    refresh: Callable[[], None], share: WorkerShare | None = None
+) -> AsyncIterator[None]:
+    """Run ``refresh`` every :data:`REFRESH_SECONDS` while the app runs; with ``share`` (one
+    worker of several), every :data:`PUBLISH_SECONDS`, each time publishing the snapshot, and
+    a last one at the end, without this worker's gauges."""
+    period = REFRESH_SECONDS if share is None else PUBLISH_SECONDS
 
     async def loop() -> None:
         while True:
             try:
                 refresh()
+                if share is not None:
+                    share.publish()
             except Exception:  # a metric must never take the gateway down
-                logger.exception("refreshing the metrics' gauges failed")
-            await asyncio.sleep(REFRESH_SECONDS)
+                logger.exception("refreshing the metrics failed")
+            await asyncio.sleep(period)
 
     task = asyncio.get_running_loop().create_task(loop())
     try:
@@ -173,7 +119,8 @@ async def refreshing(refresh: Callable[[], None]) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        path = multiprocess_dir()
-        if path is not None:
-            with contextlib.suppress(OSError):
-                prom_multiprocess.mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]
+        if share is not None:
+            try:
+                share.publish(final=True)
+            except OSError:
+                logger.exception("publishing the last metrics snapshot failed")

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from gateway import tracing
 from gateway.metrics import GatewayMetrics, GaugeRefresher, MetricsObserver
 from gateway.metrics_http import MetricsEndpoint, refreshing
+from gateway.metrics_workers import WorkerShare, workers_dir
 from gateway.observe import Observer
 from gateway.routing import Deployment
 from gateway.settings import ConfigError, Settings
@@ -44,6 +45,7 @@ class Telemetry:
         self.metrics: MetricsObserver | None = None
         self.endpoint: MetricsEndpoint | None = None
         self.refresh: GaugeRefresher | None = None
+        self.share: WorkerShare | None = None
         self.tracing: tracing.Tracing | None = None
         if settings.metrics:
             admin_key = None
@@ -57,7 +59,12 @@ class Telemetry:
             families = GatewayMetrics()
             self.metrics = MetricsObserver(families, models=models)
             self.refresh = GaugeRefresher(families, deployments, transports)
-            self.endpoint = MetricsEndpoint(families, refresh=self.refresh, admin_key=admin_key)
+            directory = workers_dir()  # set by the CLI for --workers N
+            if directory is not None:
+                self.share = WorkerShare(families, directory)
+            self.endpoint = MetricsEndpoint(
+                families, refresh=self.refresh, admin_key=admin_key, share=self.share
+            )
         if tracer_provider is None and tracing.enabled():
             try:
                 tracer_provider = tracing.provider_from_environment()
@@ -106,7 +113,7 @@ class Telemetry:
             if self.refresh is None:
                 yield
             else:
-                async with refreshing(self.refresh):
+                async with refreshing(self.refresh, self.share):
                     yield
         finally:
             if self.tracing is not None:
