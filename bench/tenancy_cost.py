@@ -15,6 +15,7 @@ median ratio of each arm to the static one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -77,7 +78,20 @@ def virtual_key(port: int) -> str:
     return key
 
 
+def thread_ticks(pid: int) -> dict[int, int]:
+    """CPU ticks (user + system) of each thread of ``pid``."""
+    ticks: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            ticks[int(task.name)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
 def load(a: argparse.Namespace, port: int, key: str, pid: int) -> dict[str, Any]:
+    """One arm's load; ``threads`` is the share of the gateway's CPU time spent off its event
+    loop's thread (the SQLite threads), over the whole run (warm-up included)."""
+    before = thread_ticks(pid)
     argv = [sys.executable, str(BENCH / "loadgen.py"), "--url", f"http://127.0.0.1:{port}"]
     argv += ["--cpu-pid", str(pid)]
     argv += ["--model", "mock/mock", "-c", str(a.concurrency), "-n", "1000000"]
@@ -87,6 +101,10 @@ def load(a: argparse.Namespace, port: int, key: str, pid: int) -> dict[str, Any]
     if r.returncode != 0:
         raise RuntimeError(f"loadgen failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
     out: dict[str, Any] = json.loads(r.stdout)
+    after = thread_ticks(pid)
+    spent = {t: n - before.get(t, 0) for t, n in after.items()}
+    total = sum(spent.values())
+    out["threads"] = round((total - spent.get(pid, 0)) / total, 3) if total else 0.0
     return out
 
 
@@ -141,11 +159,17 @@ def main() -> None:
                 result = load(a, proc.port, key, proc.pid)
                 if result.get("errors"):
                     log(f"round {i}: {name}: errors {result['errors']}")
-                row[name] = {"rps": result["rps"], "cpu_ms_per_req": result["cpu_ms_per_req"][0]}
+                row[name] = {
+                    "rps": result["rps"],
+                    "cpu_ms_per_req": result["cpu_ms_per_req"][0],
+                    "threads": result["threads"],
+                }
             log(
                 f"round {i}: "
                 + ", ".join(
-                    f"{k} {v['rps']} req/s {v['cpu_ms_per_req']} CPU-ms/req" for k, v in row.items()
+                    f"{k} {v['rps']} req/s {v['cpu_ms_per_req']} CPU-ms/req "
+                    f"({v['threads']:.0%} off the loop)"
+                    for k, v in row.items()
                 )
             )
             rounds.append(row)

@@ -169,9 +169,8 @@ def admin_routes(tenancy: Tenancy) -> APIRouter:
             expires_at=fields["expires_at"],
             metadata=fields["metadata"] or {},
         )
-        digest = tenancy.digest(secret.encode())
-        await _db(tenancy.store.insert_key(key, digest))
-        tenancy.remember(digest, key)
+        await _db(tenancy.store.insert_key(key, tenancy.digest(secret.encode())))
+        tenancy.remember(secret.encode(), key)
         return _json({**key.public(), "key": secret}, 201)
 
     @router.get("/keys")

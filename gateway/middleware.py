@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.asgi import header, send_error, send_json
 from gateway.errors import APIError, AuthenticationError, InvalidRequest, anthropic_error
 from gateway.observe import CALL_SCOPE_KEY, Call, Observers
-from gateway.tenancy.admission import TENANT_SCOPE_KEY, Tenancy, Tenant
+from gateway.tenancy.admission import TENANT_SCOPE_KEY, Tenancy
 
 _QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "key", "access_token", "token"})
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
@@ -113,11 +113,13 @@ class AuthMiddleware:
             return
         if (self.keys or self.tenancy is not None) and not self._is_open(scope["path"]):
             token = request_token(scope)
-            key_id: str | APIError = (
-                token if isinstance(token, AuthenticationError) else self._check(token)
-            )
-            if isinstance(key_id, AuthenticationError) and isinstance(token, bytes):
-                key_id = await self._check_virtual(scope, token, key_id)
+            key_id: str | APIError | None
+            if isinstance(token, AuthenticationError):
+                key_id = token
+            else:
+                key_id = self._check(token)
+                if key_id is None:
+                    key_id = await self._check_virtual(scope, token)
             if isinstance(key_id, APIError):
                 await _reject(scope, send, key_id)
                 return
@@ -129,27 +131,24 @@ class AuthMiddleware:
     def _is_open(self, path: str) -> bool:
         return path in self.open_paths or path.startswith(self.open_prefixes)
 
-    def _check(self, token: bytes) -> str | AuthenticationError:
-        """The id of the key ``token`` is, or the error to answer with."""
+    def _check(self, token: bytes) -> str | None:
+        """The id of the static key ``token`` is (None: none is)."""
         matched: str | None = None
         for key_id, key in self.keys:  # every key, whatever matched: constant time
             if hmac.compare_digest(token, key) and matched is None:
                 matched = key_id
-        if matched is None:
-            return AuthenticationError("Invalid API key")
         return matched
 
-    async def _check_virtual(
-        self, scope: Scope, token: bytes, error: AuthenticationError
-    ) -> str | APIError:
-        """A virtual key's id (its record goes on the scope for admission), or the error."""
+    async def _check_virtual(self, scope: Scope, token: bytes) -> str | APIError:
+        """A virtual key's id (its :class:`Tenant` goes on the scope for admission), or the
+        error to answer with."""
         if self.tenancy is None:
-            return error
-        key = await self.tenancy.authenticate(token)
-        if isinstance(key, APIError):
-            return key
-        scope[TENANT_SCOPE_KEY] = Tenant(self.tenancy, key)
-        return key.id
+            return AuthenticationError("Invalid API key")
+        tenant = await self.tenancy.authenticate(token)
+        if isinstance(tenant, APIError):
+            return tenant
+        scope[TENANT_SCOPE_KEY] = tenant
+        return tenant.key.id
 
 
 def request_token(scope: Scope) -> bytes | AuthenticationError:

@@ -4,6 +4,8 @@ back. And one settlement per request, whatever ends it."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import sqlite3
 import time
 from pathlib import Path
@@ -13,6 +15,12 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.app import create_app
+from gateway.observe import Call
+from gateway.settings import ModelPrice
+from gateway.tenancy.ledger import Ledger, usage_row
+from gateway.tenancy.prices import Prices
+from gateway.tenancy.store import USAGE_COLUMNS, Store, open_engine
+from providers.base import Usage
 from tests.conftest import sdk, settings
 from tests.support.servers import serve_in_thread
 from tests.support.services import ADMIN_KEY, Admin
@@ -122,3 +130,63 @@ def test_a_key_revoked_while_its_streams_run(tmp_path: Path) -> None:
         assert usage["completion_tokens"] == 80
         tenancy_reservations = app.state.tenancy.limiter.reservations
         assert tenancy_reservations == {}
+
+
+def _call(request_id: str, key_id: str, tokens: tuple[int, int]) -> Call:
+    call = Call(request_id, "POST", "/v1/chat/completions", "127.0.0.1", time.perf_counter())
+    call.surface, call.model, call.deployment, call.key_id = "chat", "m", "p/m", key_id
+    call.usage = Usage(input_tokens=tokens[0], output_tokens=tokens[1])
+    call.first_token_at, call.status = time.perf_counter(), 200
+    return call
+
+
+def test_buffered_rows_are_plain_tuples_the_collector_lets_go() -> None:
+    """A NamedTuple stays tracked by the garbage collector; thousands of rows waiting for their
+    batch would be promoted to its oldest generation and bring its whole-heap passes sooner.
+    A plain tuple of strings and numbers is untracked at the first pass."""
+    prices = Prices({"p/m": ModelPrice(input=1.0, output=2.0)})
+    rows = [usage_row(_call(f"r{i}", "key_a", (10, 5)), prices, now=time.time()) for i in range(3)]
+    gc.collect()
+    for row in rows:
+        assert type(row) is tuple and not gc.is_tracked(row)
+        assert dict(zip(USAGE_COLUMNS, row, strict=True))["cost_micro_usd"] == 20
+    # pending() reads the buffered rows by position: the same sums as the columns say.
+    ledger = Ledger(Store(open_engine(":memory:")), prices)
+    for row in rows:
+        ledger.buffer.append(row)
+    ledger.buffer.append(usage_row(_call("other", "key_b", (100, 0)), prices, now=time.time()))
+    assert ledger.pending("key_a", 0.0) == (60, 45)
+    assert ledger.pending("key_a", time.time() + 60) == (0, 0)
+
+
+def test_batches_of_any_size_are_written_once_each_row(tmp_path: Path) -> None:
+    """Statements come in a few sizes (so SQLite compiles each once): every batch size is cut
+    into them without losing or repeating a row, and a row written twice is kept once."""
+    prices = Prices({})
+
+    async def run() -> tuple[int, int, list[tuple[str, int]]]:
+        store = Store(open_engine(str(tmp_path / "batches.db")))
+        await store.migrate()
+        sizes = [1, 63, 64, 65, 130, 257]
+        batches = [
+            [
+                usage_row(_call(f"b{size}-{i}", f"key_{size}", (i, 1)), prices, now=time.time())
+                for i in range(size)
+            ]
+            for size in sizes
+        ]
+        for batch in batches:
+            await store.insert_usage(batch)
+        await store.insert_usage(batches[3])  # written again: ON CONFLICT keeps one
+        rows = await store.engine.fetch(
+            "SELECT COUNT(*), COUNT(DISTINCT request_id) FROM usage_events"
+        )
+        per_key = await store.engine.fetch(
+            "SELECT key_id, SUM(prompt_tokens) FROM usage_events GROUP BY key_id ORDER BY key_id"
+        )
+        await store.aclose()
+        return rows[0][0], rows[0][1], [(k, int(s)) for k, s in per_key]
+
+    count, distinct, per_key = asyncio.run(run())
+    assert count == distinct == 1 + 63 + 64 + 65 + 130 + 257
+    assert dict(per_key) == {f"key_{n}": n * (n - 1) // 2 for n in (1, 63, 64, 65, 130, 257)}

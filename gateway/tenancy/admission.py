@@ -13,6 +13,7 @@ real usage exactly once when the request ends, whatever ended it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import itertools
 import logging
@@ -20,7 +21,6 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from starlette.types import Message, Scope, Send
@@ -38,7 +38,7 @@ from gateway.observe import Call
 from gateway.routing import Deployment
 from gateway.settings import Settings
 from gateway.tenancy.keys import KeyRecord, key_digest, looks_like_key, window
-from gateway.tenancy.ledger import Ledger, priced_names
+from gateway.tenancy.ledger import Ledger
 from gateway.tenancy.limits import Ask, LocalLimiter, Verdict
 from gateway.tenancy.prices import Prices, Rate
 from gateway.tenancy.store import Store, open_engine
@@ -49,7 +49,8 @@ TENANT_SCOPE_KEY = "llm_gateway.tenant"
 # Reservation ids: this process's random prefix and a counter (unique across replicas).
 _PROCESS = os.urandom(6).hex() + "-"
 _counter = itertools.count()
-_NEGATIVE_CACHE = 10_000  # unknown digests remembered at most (a flood of guesses)
+_NEGATIVE_CACHE = 10_000  # unknown secrets remembered at most (a flood of guesses)
+_MODELS_REMEMBERED = 256  # per key: whether it may use a model name
 
 
 class LimitsUnavailable(Exception):
@@ -74,17 +75,121 @@ class Admissible(Protocol):
     cap_output: Callable[[int], None] | None
 
 
-@dataclass(frozen=True, slots=True)
 class Tenant:
-    """A request's virtual key, on the ASGI scope for the surfaces and routes."""
+    """A request's virtual key, on the ASGI scope for the surfaces and routes: the record and
+    what is derived from it once per key (the cache holds one per key, so a request builds
+    none of it): the models checked, the ``x-ratelimit-limit-*`` headers."""
 
-    tenancy: Tenancy
-    key: KeyRecord
+    __slots__ = ("_allowed", "_rpm_header", "_tpm_header", "key", "tenancy")
 
-    def admit(
+    def __init__(self, tenancy: Tenancy, key: KeyRecord) -> None:
+        self.tenancy = tenancy
+        self.key = key
+        self._allowed: dict[str, bool] = {}
+        self._rpm_header = (
+            (b"x-ratelimit-limit-requests", b"%d" % key.rpm) if key.rpm is not None else None
+        )
+        self._tpm_header = (
+            (b"x-ratelimit-limit-tokens", b"%d" % key.tpm) if key.tpm is not None else None
+        )
+
+    def allows(self, model: str) -> bool:
+        allowed = self._allowed.get(model)
+        if allowed is None:
+            allowed = self.key.allows(model)
+            if len(self._allowed) < _MODELS_REMEMBERED:  # a client's names are unbounded
+                self._allowed[model] = allowed
+        return allowed
+
+    async def admit(
         self, call: Call, parsed: Admissible, chain: Sequence[Deployment]
-    ) -> Awaitable[Ticket | None]:
-        return self.tenancy.admit(call, self.key, parsed, chain)
+    ) -> Ticket | None:
+        """Admit a request or raise its 4xx/503; None when the key has nothing to count."""
+        key = self.key
+        if not self.allows(parsed.model):
+            raise PermissionDenied(
+                f"this API key may not use the model '{parsed.model[:200]}'",
+                param="model",
+                code="model_not_allowed",
+            )
+        if not key.limited:
+            return None
+        tenancy = self.tenancy
+        tokens_in = parsed.estimate_input() if parsed.estimate_input is not None else 0
+        choices = parsed.choices if parsed.choices > 1 else 1
+        cap = parsed.output_cap
+        if cap is None:
+            cap = tenancy.reserve_max_tokens
+            if key.tpm is not None:  # a reservation must fit the whole minute's allowance
+                cap = min(cap, (key.tpm - tokens_in) // choices)
+            if key.caps_output and parsed.cap_output is not None and cap >= 1:
+                parsed.cap_output(cap)
+        tokens_out = cap * choices if cap > 0 else 0
+        tokens = tokens_in + tokens_out
+        no_room = parsed.output_cap is None and cap < 1  # the input alone fills the minute
+        if key.tpm is not None and (tokens > key.tpm or no_room):
+            raise InvalidRequest(
+                f"this request may use up to {tokens} tokens (input estimate plus output "
+                f"bound), more than this key's limit of {key.tpm} tokens per minute",
+                code="tokens_exceed_limit",
+            )
+        micro_usd = 0
+        if key.budget_micro_usd is not None:
+            rate = tenancy.rate(parsed.model, chain)
+            if rate is None:
+                raise InvalidRequest(
+                    f"the model '{parsed.model[:200]}' has no price (GATEWAY_PRICES), and this "
+                    "key has a budget in USD",
+                    param="model",
+                    code="model_not_priced",
+                )
+            micro_usd = rate.cost(tokens_in, tokens_out)
+        name, start, end = window(key.budget_period, time.time())
+        ask = Ask(
+            key_id=key.id,
+            reservation=f"{_PROCESS}{next(_counter):x}",
+            rpm=key.rpm,
+            tpm=key.tpm,
+            max_parallel=key.max_parallel,
+            budget_micro_usd=key.budget_micro_usd,
+            budget_tokens=key.budget_tokens,
+            window=name,
+            window_start=start,
+            window_end=end,
+            tokens=tokens,
+            micro_usd=micro_usd,
+        )
+        try:
+            verdict = await tenancy.limiter.admit(ask)
+        except Exception as exc:  # the database or Redis: a fast 503, never a 500
+            if not isinstance(exc, LimitsUnavailable):
+                logger.error("admission failed: %s", type(exc).__name__, exc_info=exc)
+            raise ServiceUnavailable(
+                "limits cannot be checked right now; retry shortly",
+                code="limits_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+        headers = self.rate_headers(verdict)
+        if not verdict.ok:
+            raise _refusal(verdict, {k.decode(): v.decode() for k, v in headers})
+        return Ticket(tenancy, ask, headers, tokens_in, tokens_out)
+
+    def rate_headers(self, verdict: Verdict) -> list[tuple[bytes, bytes]]:
+        """OpenAI's ``x-ratelimit-*`` headers of a key with an RPM or a TPM."""
+        headers: list[tuple[bytes, bytes]] = []
+        if self._rpm_header is not None and verdict.requests_remaining is not None:
+            headers += (
+                self._rpm_header,
+                (b"x-ratelimit-remaining-requests", b"%d" % verdict.requests_remaining),
+                (b"x-ratelimit-reset-requests", _reset(verdict.requests_reset)),
+            )
+        if self._tpm_header is not None and verdict.tokens_remaining is not None:
+            headers += (
+                self._tpm_header,
+                (b"x-ratelimit-remaining-tokens", b"%d" % verdict.tokens_remaining),
+                (b"x-ratelimit-reset-tokens", _reset(verdict.tokens_reset)),
+            )
+        return headers
 
 
 class Tenancy:
@@ -102,8 +207,12 @@ class Tenancy:
         self.limiter: Limiter = limiter or LocalLimiter(self.baseline)
         self.reserve_max_tokens = settings.reserve_max_tokens
         self.cache_seconds = settings.key_cache_seconds
-        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
-        self._lookups: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        # The cache is keyed by a tag of the secret under a key of this process (BLAKE2b, a
+        # third of the cost of the stored digest's HMAC-SHA256 under OpenSSL): never by the
+        # secret itself.
+        self._tag_key = os.urandom(32)
+        self._cache: dict[bytes, tuple[float, Tenant | None]] = {}
+        self._lookups: dict[bytes, asyncio.Future[Tenant | None]] = {}
         self._ready: asyncio.Future[None] | None = None
 
     async def baseline(self, key_id: str, since: float) -> tuple[int, int]:
@@ -155,29 +264,34 @@ class Tenancy:
     def digest(self, secret: bytes) -> str:
         return key_digest(self.pepper, secret)
 
-    def remember(self, digest: str, key: KeyRecord | None) -> None:
-        """A key this process created or changed: valid here at once."""
+    def _tag(self, secret: bytes) -> bytes:
+        return hashlib.blake2b(secret, key=self._tag_key, digest_size=16).digest()
+
+    def remember(self, secret: bytes, key: KeyRecord | None) -> Tenant | None:
+        """A key this process created or looked up: valid here at once, for
+        ``key_cache_seconds``."""
         if key is None and len(self._cache) >= _NEGATIVE_CACHE:
             self._cache.clear()
-        self._cache[digest] = (time.monotonic() + self.cache_seconds, key)
+        tenant = None if key is None else Tenant(self, key)
+        self._cache[self._tag(secret)] = (time.monotonic() + self.cache_seconds, tenant)
+        return tenant
 
     def forget(self, key_id: str) -> None:
-        for digest, (_, key) in list(self._cache.items()):
-            if key is not None and key.id == key_id:
-                del self._cache[digest]
+        for tag, (_, tenant) in list(self._cache.items()):
+            if tenant is not None and tenant.key.id == key_id:
+                del self._cache[tag]
 
-    async def authenticate(self, token: bytes) -> KeyRecord | APIError:
+    async def authenticate(self, token: bytes) -> Tenant | APIError:
         """The active key ``token`` is, or the 401 to answer (unknown, revoked, expired); 503
         when the database cannot say."""
         if not looks_like_key(token):
             return AuthenticationError("Invalid API key")
-        digest = self.digest(token)
-        cached = self._cache.get(digest)
+        cached = self._cache.get(self._tag(token))
         if cached is not None and cached[0] > time.monotonic():
-            key = cached[1]
+            tenant = cached[1]
         else:
             try:
-                key = await self._lookup(digest)
+                tenant = await self._lookup(token)
             except Exception as exc:
                 logger.error("key lookup failed: %s", type(exc).__name__)
                 return ServiceUnavailable(
@@ -185,35 +299,38 @@ class Tenancy:
                     code="key_store_unavailable",
                     headers={"retry-after": "1"},
                 )
-        if key is None:
+        if tenant is None:
             return AuthenticationError("Invalid API key")
-        state = key.state()
-        if state != "active":
-            return AuthenticationError(f"This API key is {state}", code=f"api_key_{state}")
-        return key
+        key = tenant.key
+        if key.revoked_at is not None or key.expires_at is not None:
+            state = key.state()
+            if state != "active":
+                return AuthenticationError(f"This API key is {state}", code=f"api_key_{state}")
+        return tenant
 
-    async def _lookup(self, digest: str) -> KeyRecord | None:
-        """One database read per digest at a time, however many requests wait for it."""
-        pending = self._lookups.get(digest)
+    async def _lookup(self, secret: bytes) -> Tenant | None:
+        """One database read per key at a time, however many requests wait for it."""
+        tag = self._tag(secret)
+        pending = self._lookups.get(tag)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
-        self._lookups[digest] = future
+        future: asyncio.Future[Tenant | None] = asyncio.get_running_loop().create_future()
+        self._lookups[tag] = future
         try:
             await self.ready()
-            key = await self.store.key_by_digest(digest)
-            self.remember(digest, key)
-            future.set_result(key)
-            return key
+            key = await self.store.key_by_digest(self.digest(secret))
+            tenant = self.remember(secret, key)
+            future.set_result(tenant)
+            return tenant
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()
             raise
         finally:
-            del self._lookups[digest]
+            del self._lookups[tag]
 
     # Admission
-    def _rate(self, key: KeyRecord, model: str, chain: Sequence[Deployment]) -> Rate | None:
+    def rate(self, model: str, chain: Sequence[Deployment]) -> Rate | None:
         """The highest rate over the deployments that may answer (None: some are unpriced)."""
         bound: Rate | None = None
         for deployment in chain:
@@ -223,92 +340,23 @@ class Tenancy:
             bound = rate if bound is None else bound.bound(rate)
         return bound
 
-    async def admit(
-        self, call: Call, key: KeyRecord, parsed: Admissible, chain: Sequence[Deployment]
-    ) -> Ticket | None:
-        """Admit a request or raise its 4xx/503; None when the key has nothing to count."""
-        if not key.allows(parsed.model):
-            raise PermissionDenied(
-                f"this API key may not use the model '{parsed.model[:200]}'",
-                param="model",
-                code="model_not_allowed",
-            )
-        if not key.limited:
-            return None
-        tokens_in = parsed.estimate_input() if parsed.estimate_input is not None else 0
-        choices = max(1, parsed.choices)
-        cap = parsed.output_cap
-        if cap is None:
-            cap = self.reserve_max_tokens
-            if key.tpm is not None:  # a reservation must fit the whole minute's allowance
-                cap = min(cap, (key.tpm - tokens_in) // choices)
-            if key.caps_output and parsed.cap_output is not None and cap >= 1:
-                parsed.cap_output(cap)
-        tokens = tokens_in + max(cap, 0) * choices
-        no_room = parsed.output_cap is None and cap < 1  # the input alone fills the minute
-        if key.tpm is not None and (tokens > key.tpm or no_room):
-            raise InvalidRequest(
-                f"this request may use up to {tokens} tokens (input estimate plus output "
-                f"bound), more than this key's limit of {key.tpm} tokens per minute",
-                code="tokens_exceed_limit",
-            )
-        micro_usd = 0
-        if key.budget_micro_usd is not None:
-            rate = self._rate(key, parsed.model, chain)
-            if rate is None:
-                raise InvalidRequest(
-                    f"the model '{parsed.model[:200]}' has no price (GATEWAY_PRICES), and this "
-                    "key has a budget in USD",
-                    param="model",
-                    code="model_not_priced",
-                )
-            micro_usd = rate.cost(tokens_in, max(cap, 0) * choices)
-        name, start, end = window(key.budget_period, time.time())
-        ask = Ask(
-            key_id=key.id,
-            reservation=f"{_PROCESS}{next(_counter):x}",
-            rpm=key.rpm,
-            tpm=key.tpm,
-            max_parallel=key.max_parallel,
-            budget_micro_usd=key.budget_micro_usd,
-            budget_tokens=key.budget_tokens,
-            window=name,
-            window_start=start,
-            window_end=end,
-            tokens=tokens,
-            micro_usd=micro_usd,
-        )
-        try:
-            verdict = await self.limiter.admit(ask)
-        except Exception as exc:  # the database or Redis: a fast 503, never a 500
-            if not isinstance(exc, LimitsUnavailable):
-                logger.error("admission failed: %s", type(exc).__name__, exc_info=exc)
-            raise ServiceUnavailable(
-                "limits cannot be checked right now; retry shortly",
-                code="limits_unavailable",
-                headers={"retry-after": "1"},
-            ) from None
-        headers = rate_headers(key, verdict)
-        if not verdict.ok:
-            raise _refusal(verdict, headers)
-        return Ticket(self, ask, headers, tokens_in=tokens_in, tokens_out=tokens - tokens_in)
-
 
 class Ticket:
     """An admitted request: its reservation, its headers, its one settlement."""
+
+    __slots__ = ("ask", "headers", "settled", "tenancy", "tokens_in", "tokens_out")
 
     def __init__(
         self,
         tenancy: Tenancy,
         ask: Ask,
-        headers: dict[str, str],
-        *,
+        headers: list[tuple[bytes, bytes]],
         tokens_in: int,
         tokens_out: int,
     ) -> None:
         self.tenancy = tenancy
         self.ask = ask
-        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.headers = headers
         self.tokens_in = tokens_in
         self.tokens_out = tokens_out
         self.settled = False
@@ -316,6 +364,8 @@ class Ticket:
     def wrap(self, send: Send) -> Send:
         """``send`` that adds the rate-limit headers to the response head."""
         extra = self.headers
+        if not extra:
+            return send
 
         def send_with_headers(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
@@ -336,10 +386,13 @@ class Ticket:
             usage = call.usage = Usage(
                 input_tokens=self.tokens_in, output_tokens=self.tokens_out, source="estimated"
             )
-        tokens = 0 if usage is None else usage.input_tokens + usage.output_tokens
+        tokens = 0
         micro_usd = 0
         if usage is not None:
-            micro_usd, _ = self.tenancy.prices.cost(priced_names(call), usage)
+            tokens = usage.input_tokens + usage.output_tokens
+            rate = self.tenancy.prices.rate_of(call.deployment, call.model)
+            if rate is not None:
+                micro_usd = rate.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
         try:
             await self.tenancy.limiter.settle(self.ask, tokens, micro_usd)
         except Exception as exc:  # the limiter queues or expires what it cannot settle
@@ -356,17 +409,12 @@ def duration(seconds: float) -> str:
     return f"{int(minutes)}m{round(rest):d}s"
 
 
-def rate_headers(key: KeyRecord, verdict: Verdict) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if key.rpm is not None and verdict.requests_remaining is not None:
-        headers["x-ratelimit-limit-requests"] = str(key.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(verdict.requests_remaining)
-        headers["x-ratelimit-reset-requests"] = duration(verdict.requests_reset)
-    if key.tpm is not None and verdict.tokens_remaining is not None:
-        headers["x-ratelimit-limit-tokens"] = str(key.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(verdict.tokens_remaining)
-        headers["x-ratelimit-reset-tokens"] = duration(verdict.tokens_reset)
-    return headers
+def _reset(seconds: float) -> bytes:
+    """:func:`duration` as a header value; under a second (a key far from its limit) without
+    a string format."""
+    if seconds < 1:
+        return b"%dms" % max(0, math.ceil(seconds * 1000))
+    return duration(seconds).encode()
 
 
 def _refusal(verdict: Verdict, headers: dict[str, str]) -> APIError:

@@ -1,11 +1,12 @@
 """The usage ledger: one row per API request, written off the hot path in batches.
 
-:class:`Ledger` is an observer: ``finished(call)`` turns the request into a :class:`UsageRow`
-and appends it to a bounded buffer; one writer task per process flushes up to 1,000 rows at a
-time, every 500 ms or sooner when a batch is full (fewer, larger commits: each rewrites the
-index pages it touches). A slow or unreachable database only makes
-the buffer grow: rows stay buffered (and are retried) up to ``capacity``, then the oldest are
-dropped, counted and logged. No request ever waits for the database.
+:class:`Ledger` is an observer: ``finished(call)`` turns the request into a row (the columns
+of :class:`gateway.tenancy.store.UsageRow`, as a plain tuple) and appends it to a bounded
+buffer; one writer task per process flushes up to 1,000 rows at a time, every 500 ms or sooner
+when a batch is full (fewer, larger commits: each rewrites the index pages it touches). A slow
+or unreachable database only makes the buffer grow: rows stay buffered (and are retried) up to
+``capacity``, then the oldest are dropped, counted and logged. No request ever waits for the
+database.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Final
 
 from gateway.observe import Call
 from gateway.tenancy.prices import Prices
-from gateway.tenancy.store import Store, UsageRow
+from gateway.tenancy.store import USAGE_COLUMNS, Store, UsageValues
 from providers.base import Usage
 from providers.errors import ProviderError
 
@@ -33,19 +36,13 @@ INTERVAL = 0.5
 WRITE_TIMEOUT = 10.0
 
 
-def priced_names(call: Call) -> Iterable[str | None]:
-    """The names a request's price is looked up by: the model id that answered, its upstream
-    model, then the name the client asked for."""
-    deployment = call.deployment
-    return (deployment, deployment.split("/", 1)[-1] if deployment else None, call.model)
-
-
 def request_cost(prices: Prices, call: Call) -> tuple[int, bool]:
     """Micro-USD for what ``call`` used (0 when nothing was used) and whether it was priced."""
+    rate = prices.rate_of(call.deployment, call.model)
     usage = call.usage
-    if usage is None:
-        return 0, prices.rate(priced_names(call)) is not None
-    return prices.cost(priced_names(call), usage)
+    if rate is None or usage is None:
+        return 0, rate is not None
+    return rate.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens), True
 
 
 # Row ids: this process's start time and random part, then a counter.
@@ -59,13 +56,36 @@ def _day(days: int) -> str:
     return datetime.fromtimestamp(days * 86_400, UTC).strftime("%Y-%m-%d")
 
 
-def usage_row(call: Call, prices: Prices, *, now: float) -> UsageRow:
-    usage = call.usage or Usage(source="provider")
+_NO_USAGE = Usage(source="provider")
+
+
+def _ms(seconds: float) -> float:
+    """Milliseconds to the microsecond (round(x, 3) converts through decimal: slower)."""
+    return math.floor(seconds * 1_000_000 + 0.5) / 1000
+
+
+# Where pending() reads a buffered row (literals: typed by position).
+_TS: Final = 2
+_KEY: Final = 4
+_PROMPT: Final = 13
+_COMPLETION: Final = 14
+_COST: Final = 18
+assert [USAGE_COLUMNS[i] for i in (_TS, _KEY, _PROMPT, _COMPLETION, _COST)] == [
+    "ts",
+    "key_id",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_micro_usd",
+]
+
+
+def usage_row(call: Call, prices: Prices, *, now: float) -> UsageValues:
+    usage = call.usage or _NO_USAGE
     cost, priced = request_cost(prices, call)
     deployment = call.deployment
     provider, _, upstream = deployment.partition("/") if deployment else (None, "", None)
-    duration = (time.perf_counter() - call.started) * 1000
-    return UsageRow(
+    first_token_at = call.first_token_at
+    return (  # a plain tuple (see UsageRow)
         f"{_PROCESS}{next(_counter):012x}",  # in order: appended to the index, not scattered
         call.request_id,
         now,
@@ -86,8 +106,8 @@ def usage_row(call: Call, prices: Prices, *, now: float) -> UsageRow:
         usage.source if call.usage is not None else "none",
         cost,
         int(priced),
-        None if call.ttft is None else round(call.ttft * 1000, 3),
-        round(duration, 3),
+        None if first_token_at is None else _ms(first_token_at - call.started),
+        _ms(time.perf_counter() - call.started),
         int(call.client_left),
     )
 
@@ -99,8 +119,8 @@ class Ledger:
         self.store = store
         self.prices = prices
         self.capacity = capacity
-        self.buffer: deque[UsageRow] = deque()
-        self._writing: list[UsageRow] = []  # the batch being written, out of the buffer
+        self.buffer: deque[UsageValues] = deque()
+        self._writing: list[UsageValues] = []  # the batch being written, out of the buffer
         self.dropped = 0
         self.written = 0
         self._wake: asyncio.Event | None = None
@@ -125,7 +145,7 @@ class Ledger:
             return
         self.add(usage_row(call, self.prices, now=time.time()))
 
-    def add(self, row: UsageRow) -> None:
+    def add(self, row: UsageValues) -> None:
         if len(self.buffer) + len(self._writing) >= self.capacity:
             if not self.buffer:  # every buffered row is being written: this one goes
                 self._drop(1)
@@ -133,7 +153,8 @@ class Ledger:
             self.buffer.popleft()
             self._drop(1)
         self.buffer.append(row)
-        self._start()
+        if self._task is None:
+            self._start()
         if len(self.buffer) >= BATCH and self._wake is not None:
             self._wake.set()
 
@@ -150,9 +171,9 @@ class Ledger:
         """Micro-USD and tokens of ``key_id``'s buffered rows from ``since`` on."""
         micro = tokens = 0
         for row in (*self.buffer, *self._writing):
-            if row.key_id == key_id and row.ts >= since:
-                micro += row.cost_micro_usd
-                tokens += row.prompt_tokens + row.completion_tokens
+            if row[_KEY] == key_id and row[_TS] >= since:
+                micro += row[_COST]
+                tokens += row[_PROMPT] + row[_COMPLETION]
         return micro, tokens
 
     def _start(self) -> None:

@@ -59,14 +59,16 @@ class Verdict:
 def gcra(tat: float, now: float, limit: int, cost: int) -> tuple[bool, float, float, int]:
     """One GCRA step: (admitted, new TAT, retry after, remaining) for ``cost`` units."""
     interval = MINUTE / limit
-    base = max(tat, now)
+    base = tat if tat > now else now
     new_tat = base + cost * interval
     excess = new_tat - now - MINUTE
+    # "+ 1e-6" forgives the float error of a whole number of units (2.9999999 is 3), as the
+    # Redis script does, without round()'s decimal conversion.
     if excess > 1e-9:
-        remaining = max(0, math.floor(round((MINUTE - (base - now)) / interval, 6)))
-        return False, tat, excess, remaining
-    remaining = max(0, math.floor(round((MINUTE - (new_tat - now)) / interval, 6)))
-    return True, new_tat, 0.0, remaining
+        remaining = math.floor((MINUTE - (base - now)) / interval + 1e-6)
+        return False, tat, excess, remaining if remaining > 0 else 0
+    remaining = math.floor((MINUTE - (new_tat - now)) / interval + 1e-6)
+    return True, new_tat, 0.0, remaining if remaining > 0 else 0
 
 
 @dataclass(slots=True)
@@ -139,20 +141,18 @@ class LocalLimiter:
         if state is None:
             state = self.keys[ask.key_id] = _KeyState()
         verdict = Verdict(ok=True)
-        rpm, tpm, parallel = (
-            self._limit(ask.rpm),
-            self._limit(ask.tpm),
-            self._limit(ask.max_parallel),
-        )
+        rpm, tpm, parallel = ask.rpm, ask.tpm, ask.max_parallel
+        if self.share != 1:
+            rpm, tpm, parallel = self._limit(rpm), self._limit(tpm), self._limit(parallel)
         rpm_tat = tpm_tat = 0.0
         if rpm is not None:
             ok, rpm_tat, wait, left = gcra(state.rpm_tat, now, rpm, 1)
-            verdict.requests_remaining, verdict.requests_reset = left, max(rpm_tat, now) - now
+            verdict.requests_remaining, verdict.requests_reset = left, _after(rpm_tat, now)
             if not ok:
                 return _deny(verdict, "rpm", wait)
         if tpm is not None:
             ok, tpm_tat, wait, left = gcra(state.tpm_tat, now, tpm, ask.tokens)
-            verdict.tokens_remaining, verdict.tokens_reset = left, max(tpm_tat, now) - now
+            verdict.tokens_remaining, verdict.tokens_reset = left, _after(tpm_tat, now)
             if not ok:
                 return _deny(verdict, "tpm", wait)
         if parallel is not None and len(state.in_flight) >= parallel:
@@ -186,7 +186,7 @@ class LocalLimiter:
         state = self.keys.get(ask.key_id)
         if state is not None:
             state.in_flight.discard(reservation)
-            tpm = self._limit(ask.tpm)
+            tpm = ask.tpm if self.share == 1 else self._limit(ask.tpm)
             if tpm is not None and tokens < ask.tokens:
                 refund = (ask.tokens - tokens) * MINUTE / tpm
                 state.tpm_tat = max(time.time(), state.tpm_tat - refund)
@@ -202,6 +202,11 @@ class LocalLimiter:
 
     async def aclose(self) -> None:
         return None
+
+
+def _after(tat: float, now: float) -> float:
+    """Seconds from ``now`` to ``tat`` (0 when past)."""
+    return tat - now if tat > now else 0.0
 
 
 def _deny(verdict: Verdict, reason: str, wait: float) -> Verdict:

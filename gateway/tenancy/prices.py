@@ -14,6 +14,8 @@ from gateway.settings import ModelPrice
 from providers.base import Usage
 
 MICRO = 1_000_000
+_UNKNOWN = object()
+_KNOWN_PAIRS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,21 @@ class Prices:
             )
             for name, p in table.items()
         }
+        self._known: dict[tuple[str | None, str | None], Rate | object | None] = {}
+
+    def rate_of(self, deployment: str | None, model: str | None) -> Rate | None:
+        """The rate of a request: by the model id that answered (``provider/model``), its
+        upstream model, then the name the client asked for; remembered per pair (twice per
+        request: settlement and the ledger)."""
+        pair = (deployment, model)
+        found = self._known.get(pair, _UNKNOWN)
+        if found is _UNKNOWN:
+            upstream = deployment.split("/", 1)[-1] if deployment else None
+            found = self.rate((deployment, upstream, model))
+            if len(self._known) >= _KNOWN_PAIRS:  # names come from clients: bounded
+                self._known.clear()
+            self._known[pair] = found
+        return found if isinstance(found, Rate) else None
 
     def rate(self, names: Iterable[str | None]) -> Rate | None:
         """The rate of the first of ``names`` that has one (None: unpriced)."""
