@@ -24,11 +24,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Final
 
-from gateway.observe import Call
+from gateway.observe import Call, QuietObserver
 from gateway.tenancy.prices import Prices
 from gateway.tenancy.store import USAGE_COLUMNS, Store, UsageValues
 from providers.base import Usage
-from providers.errors import ProviderError
 
 logger = logging.getLogger("gateway.ledger")
 BATCH = 1000
@@ -112,7 +111,7 @@ def usage_row(call: Call, prices: Prices, *, now: float) -> UsageValues:
     )
 
 
-class Ledger:
+class Ledger(QuietObserver):
     """An :class:`gateway.observe.Observer` that records API requests (``call.surface`` set)."""
 
     def __init__(self, store: Store, prices: Prices, *, capacity: int = 10_000) -> None:
@@ -131,15 +130,6 @@ class Ledger:
         self.prepare: Callable[[], Awaitable[None]] | None = None
 
     # Observer
-    def attempt_started(self, call: Call, deployment: str) -> None:
-        return None
-
-    def attempt_finished(self, call: Call, deployment: str, error: ProviderError | None) -> None:
-        return None
-
-    def first_token(self, call: Call) -> None:
-        return None
-
     def finished(self, call: Call) -> None:
         if call.surface is None:
             return
