@@ -35,6 +35,7 @@ from gateway.errors import (
 from gateway.observe import Call, Observers, describe_cause
 from gateway.routing import Deployment
 from gateway.watchdog import Watchdog
+from providers.base import ChatRequest
 from providers.errors import ProviderError, UpstreamProtocolError, UpstreamTimeout
 
 logger = logging.getLogger("gateway")
@@ -103,6 +104,13 @@ class Session:
     def queued(self, waiting: bool) -> None:
         """For providers' ``on_queue``: time queued for a connection is not the upstream's."""
         self.dog.queued(waiting)
+
+    def chat_request(self, model: str, body: dict[str, Any], *, stream: bool) -> ChatRequest:
+        """A chat request for one attempt at upstream ``model``, tied to this session: it
+        carries the client request's id, and its waits for a connection pause the watchdog."""
+        return ChatRequest(
+            model, body, stream=stream, request_id=self.call.request_id, on_queue=self.queued
+        )
 
     async def open(self, start: Start[T]) -> T:
         """The first item of the first deployment that gives one, with retries and fallbacks."""

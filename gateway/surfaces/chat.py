@@ -16,7 +16,6 @@ from gateway.errors import APIError
 from gateway.routing import Router
 from gateway.surfaces.chat_render import Aggregator, ChunkRenderer
 from gateway.surfaces.shared import Parsed, Surface, serve_sse
-from gateway.tenancy.estimate import chat_tokens
 from gateway.validation import Limits, ParsedRequest, validate_chat_request
 from providers.base import ChatRequest
 
@@ -36,31 +35,20 @@ class ChatCompletions(Surface[ParsedRequest]):
     def parse(self, raw: bytes) -> Parsed[ParsedRequest]:
         request = validate_chat_request(raw, self.limits)
         body = request.body
-
-        def cap_output(tokens: int) -> None:
-            body["max_completion_tokens"] = tokens
-
-        return Parsed(
-            request=request,
+        return Parsed.of_chat_body(
+            request,
+            body,
             model=request.model,
             stream=request.stream,
-            estimate_input=lambda: chat_tokens(body),
             output_cap=body.get("max_completion_tokens") or body.get("max_tokens"),
             choices=body.get("n") or 1,
-            cap_output=cap_output,
         )
 
     async def serve(self, session: Session, request: ParsedRequest, send: Send) -> None:
         call = session.call
 
         def start(deployment_model: str) -> ChatRequest:
-            return ChatRequest(
-                deployment_model,
-                request.body,
-                stream=request.stream,
-                request_id=call.request_id,
-                on_queue=session.queued,
-            )
+            return session.chat_request(deployment_model, request.body, stream=request.stream)
 
         try:
             first = await session.open(lambda d: d.provider.stream(start(d.upstream_model)))

@@ -78,13 +78,8 @@ class Messages(Surface[MessagesRequest]):
         call = session.call
 
         def start(deployment: Deployment) -> ChatRequest:
-            return ChatRequest(
-                deployment.upstream_model,
-                request.body_for(target_of(deployment)),
-                stream=request.stream,
-                request_id=call.request_id,
-                on_queue=session.queued,
-            )
+            body = request.body_for(target_of(deployment))
+            return session.chat_request(deployment.upstream_model, body, stream=request.stream)
 
         try:
             first = await session.open(lambda d: d.provider.stream(start(d)))

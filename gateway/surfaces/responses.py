@@ -19,7 +19,6 @@ from gateway.routing import Router
 from gateway.surfaces.responses_render import ResponseBuilder
 from gateway.surfaces.responses_request import ResponsesRequest, parse_responses_request
 from gateway.surfaces.shared import SSE_HEADERS, Parsed, Surface
-from gateway.tenancy.estimate import chat_tokens
 from gateway.validation import Limits
 from providers.base import ChatRequest
 
@@ -38,33 +37,22 @@ class ResponsesEndpoint(Surface[ResponsesRequest]):
 
     def parse(self, raw: bytes) -> Parsed[ResponsesRequest]:
         request = parse_responses_request(raw, self.limits)
-        body = request.body
-
-        def cap_output(tokens: int) -> None:
-            body["max_completion_tokens"] = tokens
-
-        return Parsed(
-            request=request,
+        # the chat body holds all the upstream reads (replayed reasoning aside: an upstream
+        # reads its own signed thoughts, not counted here as chat's are not either)
+        return Parsed.of_chat_body(
+            request,
+            request.body,
             model=request.model,
             stream=request.stream,
-            # the chat body holds all the upstream reads (replayed reasoning aside: an upstream
-            # reads its own signed thoughts, not counted here as chat's are not either)
-            estimate_input=lambda: chat_tokens(body),
             output_cap=request.max_output_tokens,
-            cap_output=cap_output,
         )
 
     async def serve(self, session: Session, request: ResponsesRequest, send: Send) -> None:
         call = session.call
 
         def start(deployment_model: str, deployment: str) -> ChatRequest:
-            return ChatRequest(
-                deployment_model,
-                request.body_for(deployment),
-                stream=request.stream,
-                request_id=call.request_id,
-                on_queue=session.queued,
-            )
+            body = request.body_for(deployment)
+            return session.chat_request(deployment_model, body, stream=request.stream)
 
         try:
             first = await session.open(

@@ -30,6 +30,7 @@ from gateway.observe import CALL_SCOPE_KEY, Call
 from gateway.routing import Deployment, Router
 from gateway.surfaces.chat_render import DONE, error_event
 from gateway.tenancy.admission import TENANT_SCOPE_KEY, Tenant
+from gateway.tenancy.estimate import chat_tokens
 from gateway.validation import check_content_type, parse_json, scan_body
 from providers.base import Usage
 
@@ -158,6 +159,33 @@ class Parsed(Generic[R]):
     # Sets an output bound on the upstream request when the client gave none (admission
     # injects one so that what it reserved is a real bound).
     cap_output: Callable[[int], None] | None = None
+
+    @classmethod
+    def of_chat_body(
+        cls,
+        request: R,
+        body: dict[str, Any],
+        *,
+        model: str,
+        stream: bool,
+        output_cap: int | None,
+        choices: int = 1,
+    ) -> Parsed[R]:
+        """For a request that goes upstream as the chat body ``body``: its input estimated from
+        that body, and a missing output bound injected there as ``max_completion_tokens``."""
+
+        def cap_output(tokens: int) -> None:
+            body["max_completion_tokens"] = tokens
+
+        return cls(
+            request,
+            model,
+            stream,
+            estimate_input=lambda: chat_tokens(body),
+            output_cap=output_cap,
+            choices=choices,
+            cap_output=cap_output,
+        )
 
 
 class Surface(abc.ABC, Generic[R]):
