@@ -41,7 +41,9 @@ class SSEDecoder:
             self._skip_lf = False
             if chunk[0] == 10:  # the LF of a CRLF split across reads
                 chunk = chunk[1:]
-        if b"\r" in chunk:
+        # 13 is CR: an int operand is a memchr; a bytes operand first fails as an int, and
+        # that raises and clears a TypeError on every read.
+        if 13 in chunk:
             if chunk.endswith(b"\r"):
                 # Possibly the first half of a CRLF: the LF, if any, is skipped next time.
                 self._skip_lf = True

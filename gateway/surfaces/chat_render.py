@@ -20,6 +20,10 @@ from providers.base import Chunk, Delta, ToolCallDelta, Usage
 DONE = b"data: [DONE]\n\n"
 # What orjson makes of a choice whose delta is only text (index, dumped text).
 _TEXT_CHOICE = b'[{"index":%d,"delta":{"content":%b},"finish_reason":null,"logprobs":null}]'
+# The same for choice 0 around the dumped text, the event's end included: two concatenations
+# and no format for the chunk nearly every stream is made of.
+_TEXT0_HEAD = b'[{"index":0,"delta":{"content":'
+_TEXT0_TAIL = b'},"finish_reason":null,"logprobs":null}]}\n\n'
 
 
 def completion_id() -> str:
@@ -60,7 +64,16 @@ class ChunkRenderer:
     It also keeps what the stream said last of its usage and finish, for the observers.
     """
 
-    __slots__ = ("_prefix", "_started", "created", "finish_reason", "id", "model", "usage")
+    __slots__ = (
+        "_prefix",
+        "_started",
+        "_text0",
+        "created",
+        "finish_reason",
+        "id",
+        "model",
+        "usage",
+    )
 
     def __init__(self, *, model: str) -> None:
         self.id = completion_id()
@@ -78,6 +91,7 @@ class ChunkRenderer:
             }
         )
         self._prefix = b"data: " + head[:-1] + b',"choices":'
+        self._text0 = self._prefix + _TEXT0_HEAD
 
     def render(self, chunk: Chunk) -> bytes:
         """The SSE event for ``chunk``'s deltas; ``b""`` when it has none (usage only)."""
@@ -100,6 +114,8 @@ class ChunkRenderer:
             and d.reasoning_signature is None
             and d.redacted_reasoning is None
         ):
+            if d.choice == 0 and not chunk.system_fingerprint:
+                return self._text0 + orjson.dumps(d.text) + _TEXT0_TAIL
             body = _TEXT_CHOICE % (d.choice, orjson.dumps(d.text))
         else:
             body = orjson.dumps([self._choice(d) for d in deltas])
