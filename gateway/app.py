@@ -24,9 +24,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.admin import admin_routes
 from gateway.asgi import JSON_HEADERS
 from gateway.dispatch import Dispatcher
-from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.errors import APIError, InvalidRequest, MethodNotAllowed, NotFound, anthropic_error
 from gateway.metrics_wiring import Telemetry
-from gateway.middleware import AuthMiddleware, HotPaths, RequestContext, static_key_ids
+from gateway.middleware import (
+    AuthMiddleware,
+    HotPaths,
+    RequestContext,
+    anthropic_path,
+    static_key_ids,
+)
 from gateway.observe import LogObserver, Observer, Observers
 from gateway.resilience import CircuitBreaker, RetryPolicy
 from gateway.routing import Deployment, Policy, Router
@@ -57,7 +63,11 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-def _error_response(error: APIError) -> Response:
+def _error_response(error: APIError, path: str = "") -> Response:
+    """``error`` in the shape its path's clients read: Anthropic's under ``/v1/messages``."""
+    if anthropic_path(path):
+        status, body = anthropic_error(error)
+        return _json(body, status, error.headers)
     return _json(error.payload(), error.status, error.headers)
 
 
@@ -299,23 +309,28 @@ def create_app(
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def on_api_error(request: Request, exc: APIError) -> Response:
-        return _error_response(exc)
+        return _error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         return _error_response(
-            InvalidRequest(str(first.get("msg", "invalid request")), param=param)
+            InvalidRequest(str(first.get("msg", "invalid request")), param=param),
+            request.url.path,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
         where = f"{request.method} {request.url.path}"
         if exc.status_code == 405:
-            return _error_response(MethodNotAllowed(f"Method not allowed ({where})"))
+            return _error_response(
+                MethodNotAllowed(f"Method not allowed ({where})"), request.url.path
+            )
         if exc.status_code == 404:
-            return _error_response(NotFound(f"Invalid URL ({where})", code="unknown_url"))
+            return _error_response(
+                NotFound(f"Invalid URL ({where})", code="unknown_url"), request.url.path
+            )
         error = APIError(str(exc.detail))
         return _json(
             {"error": {**error.payload()["error"], "type": "invalid_request_error"}},
@@ -325,4 +340,5 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _error_response(APIError("internal error in the gateway", code="internal_error"))
+        error = APIError("internal error in the gateway", code="internal_error")
+        return _error_response(error, request.url.path)

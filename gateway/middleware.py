@@ -165,7 +165,7 @@ def request_token(scope: Scope) -> bytes | AuthenticationError:
         token = token.strip()
         if scheme.lower() == b"bearer" and token:
             return token
-    anthropic = _anthropic_path(scope["path"]) or header(scope, b"anthropic-version") is not None
+    anthropic = anthropic_path(scope["path"]) or header(scope, b"anthropic-version") is not None
     api_key = header(scope, b"x-api-key") if anthropic else None
     if api_key and api_key.strip():
         return api_key.strip()
@@ -182,12 +182,12 @@ def request_token(scope: Scope) -> bytes | AuthenticationError:
 ANTHROPIC_PATHS = "/v1/messages"
 
 
-def _anthropic_path(path: str) -> bool:
+def anthropic_path(path: str) -> bool:
     return path == ANTHROPIC_PATHS or path.startswith(ANTHROPIC_PATHS + "/")
 
 
 async def _reject(scope: Scope, send: Send, error: APIError) -> None:
-    if _anthropic_path(scope["path"]):
+    if anthropic_path(scope["path"]):
         status, body = anthropic_error(error)
         extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
         await send_json(send, status, body, headers=extra)

@@ -562,3 +562,29 @@ def test_not_json_and_wrong_method_are_anthropic_errors(gateway: str) -> None:
     )
     get = httpx.get(gateway + "/v1/messages", headers=headers, timeout=10)
     assert get.status_code == 405 and get.json()["type"] == "error"
+
+
+def test_unknown_paths_under_messages_answer_in_anthropics_shape(gateway: str) -> None:
+    """The SDK's Message Batches API is not served: Anthropic's 404 shape, which the SDK reads
+    as its NotFoundError (it was OpenAI's shape, read as a generic error)."""
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client(gateway).messages.batches.create(
+            requests=[
+                {
+                    "custom_id": "a",
+                    "params": {"model": SONNET, "max_tokens": 8, "messages": user("hi")},
+                }
+            ]
+        )
+    body = caught.value.body
+    assert isinstance(body, dict) and body["type"] == "error"
+    assert body["error"]["type"] == "not_found_error"
+    assert "/v1/messages/batches" in body["error"]["message"]
+    headers = {"x-api-key": KEY}
+    response = httpx.get(gateway + "/v1/messages/batches/abc", headers=headers, timeout=10)
+    assert response.status_code == 404
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "not_found_error"
+    # Elsewhere the OpenAI shape stays.
+    other = httpx.get(gateway + "/v1/nope", headers={"authorization": f"Bearer {KEY}"}, timeout=10)
+    assert other.status_code == 404 and other.json()["error"]["code"] == "unknown_url"
