@@ -215,6 +215,8 @@ def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(call_id, str) or not call_id:
         raise UnsupportedRequest(f"{where}.tool_call_id is required", code="invalid_value")
     result: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
+    if message.get("is_error") is True:  # the Messages surface's mark of a failed tool
+        result["is_error"] = True
     content = message.get("content")
     if isinstance(content, str):
         if content:

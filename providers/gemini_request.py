@@ -249,10 +249,13 @@ def _function_response(
         result = orjson.loads(text)
     except orjson.JSONDecodeError:
         result = None
-    response: dict[str, Any] = {
-        "name": name,
-        "response": result if type(result) is dict else {"output": text},
-    }
+    if message.get("is_error") is True:
+        # A failed tool (the Messages surface's mark of a tool_result's is_error): Gemini
+        # reads a response's "error" key as the function's error.
+        outcome: dict[str, Any] = {"error": result if type(result) is dict else text}
+    else:
+        outcome = result if type(result) is dict else {"output": text}
+    response: dict[str, Any] = {"name": name, "response": outcome}
     if type(call_id) is str and call_id and not GENERATED_ID.fullmatch(call_id):
         response["id"] = call_id
     return {"functionResponse": response}

@@ -339,7 +339,14 @@ def test_tool_round_trip_through_the_surface(
         {
             "role": "user",
             "content": [
-                {"type": "tool_result", "tool_use_id": calls[0].id, "content": "12 degrees"},
+                # A failed tool: OpenAI's tool message has no error flag, so none is sent
+                # (the equality below), the text as it came.
+                {
+                    "type": "tool_result",
+                    "tool_use_id": calls[0].id,
+                    "content": "12 degrees",
+                    "is_error": True,
+                },
                 {
                     "type": "tool_result",
                     "tool_use_id": calls[1].id,

@@ -392,6 +392,78 @@ def test_gemini_signature_in_a_tool_id_is_stripped_for_anthropic(
     assert tool_use["type"] == "tool_use" and not tool_use["id"].startswith("gsig")
 
 
+def test_a_failed_tool_says_so_to_anthropic_and_gemini(
+    gateway: str, gemini: tuple[str, GeminiUpstream], claude: tuple[str, AnthropicUpstream]
+) -> None:
+    """A tool_result's is_error reaches Anthropic as is_error and Gemini as the "error" key of
+    its functionResponse (it was dropped: the model read an error as the tool's output)."""
+    sdk = client(gateway)
+    history: list[Any] = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_a", "name": "lookup", "input": {"q": "a"}},
+                {"type": "tool_use", "id": "toolu_b", "name": "lookup", "input": {"q": "b"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_a", "content": "no such file"}
+                | {"is_error": True},
+                {"type": "tool_result", "tool_use_id": "toolu_b", "content": "42"},
+            ],
+        },
+    ]
+    claude[1].reset()
+    sdk.messages.create(model="claude/text", max_tokens=100, messages=history)
+    results = claude[1].requests[-1].body["messages"][2]["content"]
+    assert results == [
+        {"type": "tool_result", "tool_use_id": "toolu_a", "content": "no such file"}
+        | {"is_error": True},
+        {"type": "tool_result", "tool_use_id": "toolu_b", "content": "42"},
+    ]
+
+    first = sdk.messages.create(model="gem/signature", max_tokens=100, messages=USER)
+    call = first.content[-1]
+    assert call.type == "tool_use"
+    failed: list[Any] = [
+        *USER,
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": call.id, "content": "timed out"}
+                | {"is_error": True}
+            ],
+        },
+    ]
+    sdk.messages.create(model="gem/signature", max_tokens=100, messages=failed)
+    sent = gemini[1].calls[-1].request.body["contents"]
+    response = sent[-1]["parts"][0]["functionResponse"]
+    assert response["name"] == "lookup" and response["response"] == {"error": "timed out"}
+
+
+def test_is_error_must_be_a_boolean(gateway: str) -> None:
+    history: list[Any] = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_a", "name": "lookup", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_a", "content": "x", "is_error": "yes"}
+            ],
+        },
+    ]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client(gateway).messages.create(model="claude/text", max_tokens=100, messages=history)
+    assert "messages.2.content.0.is_error" in str(caught.value)
+
+
 @pytest.mark.parametrize("model", ["stream-error", "truncate"])
 def test_regression_gemini_failures_mid_stream_are_error_events(gateway: str, model: str) -> None:
     """Bug #12 on Gemini: an error event, or a stream cut without a finishReason, ends the

@@ -19,7 +19,18 @@ import orjson
 from gateway.errors import InvalidRequest
 from gateway.surfaces.messages_ids import split_tool_id
 
-__all__ = ["IMAGE_MEDIA", "Replay", "Thinking", "add_message", "string_field", "system_text"]
+__all__ = [
+    "IMAGE_MEDIA",
+    "TOOL_ERROR",
+    "Replay",
+    "Thinking",
+    "add_message",
+    "string_field",
+    "system_text",
+]
+# A tool message's mark that its result is an error (a tool_result's ``is_error``): the
+# anthropic and gemini providers read it; it is taken off before any other upstream.
+TOOL_ERROR = "is_error"
 
 IMAGE_MEDIA = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 # Server tools' blocks in a replayed assistant turn: the gateway's upstreams cannot take them.
@@ -205,7 +216,13 @@ def _tool_result(block: dict[str, Any], where: str, images: list[dict[str, Any]]
         raise InvalidRequest(
             f"{where}.content: a string or an array of blocks", param=f"{where}.content"
         )
-    return {"role": "tool", "tool_call_id": call_id, "content": text}
+    message: dict[str, Any] = {"role": "tool", "tool_call_id": call_id, "content": text}
+    is_error = block.get("is_error", False)
+    if not isinstance(is_error, bool):
+        raise InvalidRequest(f"{where}.is_error: must be a boolean", param=f"{where}.is_error")
+    if is_error:  # kept for the providers that can say so (MessagesRequest.body_for)
+        message[TOOL_ERROR] = True
+    return message
 
 
 def _result_text(block: dict[str, Any], kind: str) -> str:

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from gateway.errors import InvalidRequest
-from gateway.surfaces.messages_content import Replay, add_message, string_field, system_text
+from gateway.surfaces.messages_content import (
+    TOOL_ERROR,
+    Replay,
+    add_message,
+    string_field,
+    system_text,
+)
 from gateway.surfaces.messages_ids import GATEWAY_TAG, split_signature
 from gateway.surfaces.messages_tokens import estimate_tokens
 from gateway.validation import MAX_DEPTH, parse_json, scan_body
@@ -67,6 +73,9 @@ class MessagesRequest:
     def body_for(self, target: Target) -> dict[str, Any]:
         """The OpenAI chat body (without ``model``) for a deployment of ``target``."""
         messages = self.messages
+        if target.kind not in _SAYS_TOOL_ERRORS and any(TOOL_ERROR in m for m in messages):
+            # OpenAI's tool messages have no such field: the result's text says it, as sent.
+            messages = [_without_error_mark(m) if TOOL_ERROR in m else m for m in messages]
         if self.replays:
             messages = list(messages)
             for replay in self.replays:
@@ -75,6 +84,17 @@ class MessagesRequest:
         if self.effort is not None and _takes_effort(target, self.max_tokens):
             body["reasoning_effort"] = self.effort
         return body
+
+
+# Provider kinds whose upstream has a tool result's error flag (Anthropic's is_error,
+# Gemini's functionResponse "error" key).
+_SAYS_TOOL_ERRORS = ("anthropic", "gemini")
+
+
+def _without_error_mark(message: dict[str, Any]) -> dict[str, Any]:
+    out = dict(message)
+    del out[TOOL_ERROR]
+    return out
 
 
 def _takes_effort(target: Target, max_tokens: int) -> bool:
