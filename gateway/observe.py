@@ -21,6 +21,7 @@ from providers.errors import ProviderError
 
 CALL_SCOPE_KEY = "llm_gateway.call"
 access_logger = logging.getLogger("gateway.access")
+_ACCESS = '%s "%s %s" %d %.1fms id=%s%s'
 logger = logging.getLogger("gateway")
 
 
@@ -135,9 +136,10 @@ class LogObserver(QuietObserver):
 
     def finished(self, call: Call) -> None:
         extra = {FIELDS_ATTRIBUTE: call_fields(call)} if self.structured else None
-        if self.access_log:
-            access_logger.info(
-                '%s "%s %s" %d %.1fms id=%s%s',
+        if self.access_log and access_logger.isEnabledFor(logging.INFO):
+            # A record made here rather than by .info(): that would walk the stack for a
+            # caller's file and line, which an access line does not need, on every request.
+            args = (
                 call.client,
                 call.method,
                 call.path,
@@ -145,7 +147,11 @@ class LogObserver(QuietObserver):
                 (time.perf_counter() - call.started) * 1000,
                 call.request_id,
                 _details(call),
-                extra=extra,
+            )
+            access_logger.handle(
+                access_logger.makeRecord(
+                    access_logger.name, logging.INFO, "", 0, _ACCESS, args, None, extra=extra
+                )
             )
         if call.error_code is not None and call.attempts:
             logger.warning(
