@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from starlette.types import Receive, Send
 
-from gateway.asgi import ClientDisconnected
+from gateway.asgi import ClientDisconnected, DisconnectSignal
 from gateway.errors import (
     APIError,
     CoolingDown,
@@ -51,9 +51,17 @@ class Dispatcher:
         self.observers = observers
 
     def session(
-        self, call: Call, receive: Receive, chain: Sequence[Deployment], *, stream: bool
+        self,
+        call: Call,
+        receive: Receive,
+        chain: Sequence[Deployment],
+        *,
+        stream: bool,
+        disconnect: DisconnectSignal | None = None,
     ) -> Session:
-        return Session(call, receive, chain, stream=stream, observers=self.observers)
+        return Session(
+            call, receive, chain, stream=stream, observers=self.observers, disconnect=disconnect
+        )
 
 
 class Session:
@@ -67,20 +75,26 @@ class Session:
         *,
         stream: bool,
         observers: Observers,
+        disconnect: DisconnectSignal | None = None,
     ) -> None:
         self.call = call
         self.chain = chain
         self.stream = stream
         self.observers = observers
         self._receive = receive
+        self._disconnect = disconnect
         self._open: tuple[Deployment, AsyncGenerator[Any, None]] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Session:
         first = self.chain[0].policy
-        self.dog = Watchdog(idle=first.idle, total=first.total)
-        self._watcher = asyncio.get_running_loop().create_task(
-            _watch_disconnect(self._receive, self.dog)
-        )
+        dog = self.dog = Watchdog(idle=first.idle, total=first.total)
+        if self._disconnect is not None:  # the gateway's own server says when the client left
+            self._disconnect.add(dog.client_left)
+        else:  # another ASGI server: only receive() says it
+            self._watcher = asyncio.get_running_loop().create_task(
+                _watch_disconnect(self._receive, dog)
+            )
         return self
 
     async def __aexit__(
@@ -93,7 +107,8 @@ class Session:
             await self._end(None, None)
         finally:
             self.dog.close()
-            self._watcher.cancel()
+            if self._watcher is not None:
+                self._watcher.cancel()
 
     @property
     def deployment(self) -> Deployment:
@@ -357,5 +372,5 @@ async def _watch_disconnect(receive: Receive, dog: Watchdog) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            dog.trip("disconnect")
+            dog.client_left()
             return

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from gateway.asgi import DISCONNECT_SCOPE_KEY, DisconnectSignal
 from gateway.errors import InvalidRequest
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
-    """Deadlines and a size limit on what a client sends before the gateway can answer it.
+    """Deadlines and a size limit on what a client sends before the gateway can answer it,
+    and a :class:`gateway.asgi.DisconnectSignal` on each request's scope.
 
     uvicorn has none: a client trickling its headers or its body would hold a connection (and a
     file descriptor) forever, and one sending endless header bytes would grow the server's
@@ -41,7 +43,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
         self._stop_body_timer()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            signal = _scope(cycle).get(DISCONNECT_SCOPE_KEY)
+            if isinstance(signal, DisconnectSignal):
+                signal.fire()
 
     def data_received(self, data: bytes) -> None:
         counting = self._head_bytes is not None
@@ -72,6 +79,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._stop_header_timer()
         self._head_bytes = None
         super().on_headers_complete()
+        if self.cycle is not None:  # its task has not run yet: the scope is still ours
+            _scope(self.cycle)[DISCONNECT_SCOPE_KEY] = DisconnectSignal()
         self._stop_body_timer()
         if not self.pipeline:  # a pipelined request's body is not read until its turn
             self._body_timer = self.loop.call_later(self._body_timeout, self._body_late)
@@ -127,6 +136,11 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._reply_and_close(
             408, b"Request Timeout", "the request body did not arrive in time", "body_timeout"
         )
+
+
+def _scope(cycle: RequestResponseCycle) -> dict[str, Any]:
+    """A request's ASGI scope as the plain dict it is (uvicorn types it as a TypedDict)."""
+    return cast(dict[str, Any], cycle.scope)
 
 
 def make_config(

@@ -112,6 +112,10 @@ class Watchdog:
             self.reason = reason
             self._task.cancel()
 
+    def client_left(self) -> None:
+        """The client went away: the request stops (``"disconnect"``)."""
+        self.trip("disconnect")
+
     def claim(self) -> str:
         """After a ``CancelledError``: why. The task is un-cancelled so it can answer.
 

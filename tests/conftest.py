@@ -36,12 +36,17 @@ def settings(**values: Any) -> Settings:
 
 @pytest.fixture
 def make_gateway() -> Iterator[GatewayFactory]:
-    """Start a gateway from Settings keyword arguments; returns its base URL."""
+    """Start a gateway from Settings keyword arguments; returns its base URL.
+
+    ``http_protocol=HeaderDeadlineProtocol`` serves it with the gateway's own HTTP protocol
+    (as the CLI does) instead of uvicorn's plain one."""
     with contextlib.ExitStack() as stack:
 
-        def start(**settings: Any) -> str:
+        def start(*, http_protocol: type | None = None, **settings: Any) -> str:
             app = create_app(Settings(**settings))
-            return stack.enter_context(serve_in_thread(app))
+            if http_protocol is None:
+                return stack.enter_context(serve_in_thread(app))
+            return stack.enter_context(serve_in_thread(app, http=http_protocol))
 
         yield start
 

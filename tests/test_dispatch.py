@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.asgi import ClientDisconnected
+from gateway.asgi import ClientDisconnected, DisconnectSignal
 from gateway.dispatch import Dispatcher
 from gateway.errors import APIError
 from gateway.observe import Call, Observers
@@ -193,3 +193,13 @@ def test_errors_that_are_not_the_upstreams_fault_never_open_a_breaker() -> None:
 
     assert asyncio.run(main()) == ["pool_exhausted"] * 3
     assert deployment.breaker.state == "closed"
+
+
+def test_disconnect_signal_calls_back_once_also_when_added_late() -> None:
+    signal = DisconnectSignal()
+    seen: list[str] = []
+    signal.add(lambda: seen.append("early"))
+    signal.fire()
+    signal.fire()  # a second loss of the same connection calls nobody again
+    signal.add(lambda: seen.append("late"))  # the client had already left: at once
+    assert seen == ["early", "late"] and signal.lost

@@ -44,8 +44,29 @@ MODELS = [
 
 @pytest.fixture
 def gateway(make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]) -> str:
+    return _gateway(make_gateway, fault_upstream, None)
+
+
+@pytest.fixture(params=["uvicorn", "gateway-protocol"])
+def either_server(
+    request: pytest.FixtureRequest,
+    make_gateway: GatewayFactory,
+    fault_upstream: tuple[str, FaultUpstream],
+) -> str:
+    """The gateway under uvicorn's own HTTP protocol (a task per request watches receive()
+    for the client leaving) and under the gateway's (its DisconnectSignal says so)."""
+    protocol = HeaderDeadlineProtocol if request.param == "gateway-protocol" else None
+    return _gateway(make_gateway, fault_upstream, protocol)
+
+
+def _gateway(
+    make_gateway: GatewayFactory,
+    fault_upstream: tuple[str, FaultUpstream],
+    http_protocol: type | None,
+) -> str:
     fault_upstream[1].reset()
     return make_gateway(
+        http_protocol=http_protocol,
         providers={
             "fault": fault_provider(
                 fault_upstream[0],
@@ -105,8 +126,9 @@ def _close_after(url: str, payload: dict[str, Any], *, read_events: int) -> floa
     ],
 )
 def test_client_disconnect_cancels_the_upstream(
-    gateway: str, upstream: FaultUpstream, model: str, stream: bool, read_events: int
+    either_server: str, upstream: FaultUpstream, model: str, stream: bool, read_events: int
 ) -> None:
+    gateway = either_server
     if stream or read_events:
         closed = _close_after(gateway, body(model, stream), read_events=read_events)
     else:  # a non-stream client that gives up: its read times out and it closes

@@ -23,7 +23,13 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from gateway.asgi import ClientDisconnected, header, read_body, send_error
+from gateway.asgi import (
+    DISCONNECT_SCOPE_KEY,
+    ClientDisconnected,
+    header,
+    read_body,
+    send_error,
+)
 from gateway.dispatch import Dispatcher, Session
 from gateway.errors import APIError, InvalidRequest, MethodNotAllowed
 from gateway.observe import CALL_SCOPE_KEY, Call
@@ -251,7 +257,11 @@ class Surface(abc.ABC, Generic[R]):
             send = ticket.wrap(send)
         try:
             async with self.dispatcher.session(
-                call, receive, chain, stream=parsed.stream
+                call,
+                receive,
+                chain,
+                stream=parsed.stream,
+                disconnect=scope.get(DISCONNECT_SCOPE_KEY),
             ) as session:
                 await self.serve(session, parsed.request, send)
         except ClientDisconnected:
