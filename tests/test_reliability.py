@@ -485,3 +485,21 @@ def test_a_client_trickling_its_headers_is_cut_off() -> None:
         assert received == b"", "the server closed the connection without an answer"
         # A well-behaved client on a fresh connection is served as usual.
         assert httpx.get(url + "/health").status_code == 200
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_its_timeout() -> None:
+    """The keep-alive deadline is the sweep's (not a timer per response): an idle connection
+    still closes, a little after ``timeout_keep_alive``, and one in use is not closed early."""
+    app = create_app(Settings())
+    with serve_in_thread(app, http=HeaderDeadlineProtocol, timeout_keep_alive=1) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            for _ in range(3):  # requests 0.5 s apart keep it open past the timeout
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+                time.sleep(0.5)
+            idle_from = time.monotonic()
+            sock.settimeout(5)
+            assert sock.recv(1024) == b"", "the server closed the idle connection"
+            waited = time.monotonic() - idle_from
+        assert 0.4 <= waited < 3.0, f"closed after {waited:.2f}s idle"
