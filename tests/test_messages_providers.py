@@ -369,21 +369,27 @@ def test_regression_gemini_thought_signature_round_trips_in_the_tool_id(
     assert "gsig" not in json.dumps(sent)  # the upstream's own ids, nothing of the gateway's
 
 
-def test_gemini_signature_in_a_tool_id_is_stripped_for_anthropic(
-    gateway: str, gemini: tuple[str, GeminiUpstream], claude: tuple[str, AnthropicUpstream]
-) -> None:
-    sdk = client(gateway)
+def gemini_tool_round(sdk: anthropic.Anthropic, **result: Any) -> list[Any]:
+    """A conversation in which gem/signature called its tool, and the tool_result (its
+    ``result`` fields) answering that call."""
     first = sdk.messages.create(model="gem/signature", max_tokens=100, messages=USER)
     call = first.content[-1]
     assert call.type == "tool_use"
-    history: list[Any] = [
+    return [
         *USER,
         {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
         {
             "role": "user",
-            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "42"}],
+            "content": [{"type": "tool_result", "tool_use_id": call.id, **result}],
         },
     ]
+
+
+def test_gemini_signature_in_a_tool_id_is_stripped_for_anthropic(
+    gateway: str, gemini: tuple[str, GeminiUpstream], claude: tuple[str, AnthropicUpstream]
+) -> None:
+    sdk = client(gateway)
+    history = gemini_tool_round(sdk, content="42")
     claude[1].reset()
     sdk.messages.create(model="claude/text", max_tokens=100, messages=history)
     sent = json.dumps(claude[1].requests[-1].body)
@@ -425,20 +431,7 @@ def test_a_failed_tool_says_so_to_anthropic_and_gemini(
         {"type": "tool_result", "tool_use_id": "toolu_b", "content": "42"},
     ]
 
-    first = sdk.messages.create(model="gem/signature", max_tokens=100, messages=USER)
-    call = first.content[-1]
-    assert call.type == "tool_use"
-    failed: list[Any] = [
-        *USER,
-        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-        {
-            "role": "user",
-            "content": [
-                {"type": "tool_result", "tool_use_id": call.id, "content": "timed out"}
-                | {"is_error": True}
-            ],
-        },
-    ]
+    failed = gemini_tool_round(sdk, content="timed out", is_error=True)
     sdk.messages.create(model="gem/signature", max_tokens=100, messages=failed)
     sent = gemini[1].calls[-1].request.body["contents"]
     response = sent[-1]["parts"][0]["functionResponse"]
