@@ -46,8 +46,9 @@ class Watchdog:
         self.phase = "first_token"
         self.reason: str | None = None
         self._closed = False
+        # Armed by the first restart_first_token(), for the sooner of its window and the
+        # total: one timer for a request, not one for the total and another for the window.
         self._handle: asyncio.TimerHandle | None = None
-        self._arm(self._total_at)
 
     def _arm(self, when: float) -> None:
         self._handle = self._loop.call_at(when, self._fire) if when < math.inf else None
