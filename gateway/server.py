@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import deque
 from typing import Any, cast
 
 import uvicorn
@@ -15,7 +16,9 @@ from gateway.errors import InvalidRequest
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
     """Deadlines and a size limit on what a client sends before the gateway can answer it,
-    and a :class:`gateway.asgi.DisconnectSignal` on each request's scope.
+    and a :class:`gateway.asgi.DisconnectSignal` on each request's scope, fired for every
+    request read and not yet answered when the connection is lost (uvicorn's ``receive()``
+    tells only the latest: with pipelining, not the one running).
 
     uvicorn has none: a client trickling its headers or its body would hold a connection (and a
     file descriptor) forever, and one sending endless header bytes would grow the server's
@@ -42,6 +45,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._idle_due: float | None = None
         # Bytes received while a request head is awaited; None while a body is being read.
         self._head_bytes: int | None = 0
+        # The disconnect signals of the requests read and not answered yet, oldest first.
+        self._signals: deque[DisconnectSignal] = deque()
         self._sweep = _Sweep.of(
             self.loop, min(self._header_timeout, self._body_timeout, self.timeout_keep_alive)
         )
@@ -55,12 +60,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._sweep.discard(self)
         self._stop_headers_deadline()
         self._stop_body_deadline()
-        cycle = self.cycle
         super().connection_lost(exc)
-        if cycle is not None and not cycle.response_complete:
-            signal = _scope(cycle).get(DISCONNECT_SCOPE_KEY)
-            if isinstance(signal, DisconnectSignal):
-                signal.fire()
+        # Every request not answered yet: uvicorn tells only the latest, but with pipelining
+        # an earlier one may be the one running.
+        signals, self._signals = self._signals, deque()
+        for signal in signals:
+            signal.fire()
 
     def data_received(self, data: bytes) -> None:
         counting = self._head_bytes is not None
@@ -92,7 +97,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._head_bytes = None
         super().on_headers_complete()
         if self.cycle is not None:  # its task has not run yet: the scope is still ours
-            _scope(self.cycle)[DISCONNECT_SCOPE_KEY] = DisconnectSignal()
+            signal = _scope(self.cycle)[DISCONNECT_SCOPE_KEY] = DisconnectSignal()
+            self._signals.append(signal)
         self._stop_body_deadline()
         if not self.pipeline:  # a pipelined request's body is not read until its turn
             self._body_due = self.loop.time() + self._body_timeout
@@ -122,6 +128,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         """uvicorn's, but the keep-alive deadline is noted for the sweep, not a timer."""
+        if self._signals:  # responses complete in the order their requests came
+            self._signals.popleft()
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return

@@ -503,3 +503,39 @@ def test_an_idle_keep_alive_connection_is_closed_after_its_timeout() -> None:
             assert sock.recv(1024) == b"", "the server closed the idle connection"
             waited = time.monotonic() - idle_from
         assert 0.4 <= waited < 3.0, f"closed after {waited:.2f}s idle"
+
+
+def test_a_client_leaving_with_a_pipelined_request_queued_cancels_the_running_one(
+    make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]
+) -> None:
+    """HTTP/1.1 pipelining: the request being answered learns that its client left even though
+    a later request of the same connection was read after it (uvicorn tells only the latest).
+    The upstream is silent and the timeouts long: only that news can end the wait."""
+    fault_upstream[1].reset()
+    url = make_gateway(
+        http_protocol=HeaderDeadlineProtocol,
+        providers={
+            "fault": fault_provider(
+                fault_upstream[0],
+                models=["slow-first-byte:30", "ok"],
+                max_retries=0,
+                first_token_timeout=30,
+            )
+        },
+    )
+    host, port = url.removeprefix("http://").split(":")
+    requests = b"".join(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(payload), payload)
+        for payload in (
+            orjson.dumps(body("slow-first-byte:30")),
+            orjson.dumps(body("ok", stream=False)),
+        )
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(requests)  # both at once: the second waits behind the first
+        time.sleep(0.5)  # the first is upstream by now
+        closed = time.monotonic()
+    seen = fault_upstream[1].wait_for_disconnect(timeout=5)
+    assert seen is not None, "the upstream never saw the client go away"
+    assert seen - closed < 1.0, f"upstream saw the disconnect {seen - closed:.3f}s after"
