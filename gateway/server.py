@@ -187,10 +187,12 @@ class _Sweep:
     a deadline acts at most that late."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Weakly: the sweep is the value of its loop's entry in _SWEEPS, which a strong
+        # reference back would keep for ever (a test process runs many loops).
+        self._loop = weakref.ref(loop)
         self.interval = 0.5
         self.live: set[HeaderDeadlineProtocol] = set()
-        self._handle: asyncio.TimerHandle | None = None
+        self._armed = False  # not the timer's handle: it refers to the loop
 
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop, shortest: float) -> _Sweep:
@@ -202,19 +204,24 @@ class _Sweep:
 
     def add(self, protocol: HeaderDeadlineProtocol) -> None:
         self.live.add(protocol)
-        if self._handle is None:
-            self._handle = self.loop.call_later(self.interval, self._run)
+        if not self._armed:
+            self._armed = True
+            protocol.loop.call_later(self.interval, self._run)
 
     def discard(self, protocol: HeaderDeadlineProtocol) -> None:
         self.live.discard(protocol)
 
     def _run(self) -> None:
-        self._handle = None
-        now = self.loop.time()
+        self._armed = False
+        loop = self._loop()
+        if loop is None or not self.live:
+            return
+        now = loop.time()
         for protocol in list(self.live):
             protocol.check_deadlines(now)
         if self.live:
-            self._handle = self.loop.call_later(self.interval, self._run)
+            self._armed = True
+            loop.call_later(self.interval, self._run)
 
 
 _SWEEPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweep] = weakref.WeakKeyDictionary()

@@ -7,6 +7,7 @@ Times are only bounds that keep a broken build from hanging, never speed asserti
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import time
@@ -539,3 +540,16 @@ def test_a_client_leaving_with_a_pipelined_request_queued_cancels_the_running_on
     seen = fault_upstream[1].wait_for_disconnect(timeout=5)
     assert seen is not None, "the upstream never saw the client go away"
     assert seen - closed < 1.0, f"upstream saw the disconnect {seen - closed:.3f}s after"
+
+
+def test_the_deadline_sweep_of_a_stopped_server_is_not_kept() -> None:
+    """One sweep per event loop, held weakly: servers started and stopped leave none behind."""
+    from gateway.server import _SWEEPS
+
+    gc.collect()
+    before = len(_SWEEPS)  # servers of other tests still running, if any
+    for _ in range(3):
+        with serve_in_thread(create_app(Settings()), http=HeaderDeadlineProtocol) as url:
+            assert httpx.get(url + "/health").status_code == 200
+    gc.collect()
+    assert len(_SWEEPS) <= before
