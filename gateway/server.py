@@ -127,19 +127,19 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def on_response_complete(self) -> None:
-        """uvicorn's, but the keep-alive deadline is noted for the sweep, not a timer."""
+        """uvicorn's, but the keep-alive deadline is noted for the sweep, not a timer.
+
+        A pipelined request to start, or a closing connection, is uvicorn's own business (no
+        keep-alive timer is armed then): only the idle case is done here."""
         if self._signals:  # responses complete in the order their requests came
             self._signals.popleft()
-        self.server_state.total_requests += 1
-        if self.transport.is_closing():
+        if self.pipeline or self.transport.is_closing():
+            super().on_response_complete()
             return
+        self.server_state.total_requests += 1
         self._unset_keepalive_if_required()
-        self.flow.resume_reading()  # reads were paused while a pipelined request waited
-        if self.pipeline:
-            cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
-        else:
-            self._idle_due = self.loop.time() + self.timeout_keep_alive
+        self.flow.resume_reading()
+        self._idle_due = self.loop.time() + self.timeout_keep_alive
 
     def _unset_keepalive_if_required(self) -> None:
         super()._unset_keepalive_if_required()

@@ -553,3 +553,21 @@ def test_the_deadline_sweep_of_a_stopped_server_is_not_kept() -> None:
             assert httpx.get(url + "/health").status_code == 200
     gc.collect()
     assert len(_SWEEPS) <= before
+
+
+def test_pipelined_requests_are_all_answered_in_order() -> None:
+    """Two requests in one write: uvicorn starts the second when the first is answered."""
+    app = create_app(Settings())
+    with serve_in_thread(app, http=HeaderDeadlineProtocol) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"GET /health HTTP/1.1\r\nHost: x\r\nx-request-id: first\r\n\r\n"
+                b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-request-id: second\r\n"
+                b"connection: close\r\n\r\n"
+            )
+            received = b""
+            while chunk := sock.recv(65536):  # until the server closes, after the second
+                received += chunk
+    assert received.count(b"HTTP/1.1 200") == 2
+    assert received.index(b"x-request-id: first") < received.index(b"x-request-id: second")
