@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import APIError, PayloadTooLarge
+from gateway.errors import APIError, PayloadTooLarge, anthropic_error
 
 JSON_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-type", b"application/json"),
@@ -119,5 +119,15 @@ async def send_json(
 
 
 async def send_error(send: Send, error: APIError) -> None:
-    extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
-    await send_json(send, error.status, error.body(), headers=extra)
+    """``error`` as OpenAI's error body, with its status and headers (``retry-after``)."""
+    await send_json(send, error.status, error.body(), headers=_headers(error))
+
+
+async def send_anthropic_error(send: Send, error: APIError) -> None:
+    """``error`` as Anthropic's error body, with its status and headers (``retry-after``)."""
+    status, body = anthropic_error(error)
+    await send_json(send, status, body, headers=_headers(error))
+
+
+def _headers(error: APIError) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]

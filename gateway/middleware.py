@@ -15,8 +15,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.asgi import header, send_error, send_json
-from gateway.errors import APIError, AuthenticationError, InvalidRequest, anthropic_error
+from gateway.asgi import header, send_anthropic_error, send_error
+from gateway.errors import APIError, AuthenticationError, InvalidRequest
 from gateway.observe import CALL_SCOPE_KEY, Call, Observers
 from gateway.tenancy.admission import TENANT_SCOPE_KEY, Tenancy
 
@@ -188,9 +188,7 @@ def anthropic_path(path: str) -> bool:
 
 async def _reject(scope: Scope, send: Send, error: APIError) -> None:
     if anthropic_path(scope["path"]):
-        status, body = anthropic_error(error)
-        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
-        await send_json(send, status, body, headers=extra)
+        await send_anthropic_error(send, error)
     else:
         await send_error(send, error)
 

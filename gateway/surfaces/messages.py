@@ -17,9 +17,9 @@ import time
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.asgi import ClientDisconnected, header, read_body, send_json
+from gateway.asgi import ClientDisconnected, header, read_body, send_anthropic_error, send_json
 from gateway.dispatch import Session
-from gateway.errors import APIError, MethodNotAllowed, anthropic_error, from_provider_error
+from gateway.errors import APIError, MethodNotAllowed, from_provider_error
 from gateway.observe import CALL_SCOPE_KEY, Call
 from gateway.routing import Deployment, Router
 from gateway.surfaces.messages_render import MessageRenderer, error_event
@@ -31,16 +31,9 @@ from providers.base import ChatRequest, Chunk
 from providers.errors import ProviderError
 from providers.gemini import GeminiProvider
 
-__all__ = ["CountTokens", "Messages", "send_anthropic_error", "target_of"]
+__all__ = ["CountTokens", "Messages", "target_of"]
 
 logger = logging.getLogger("gateway")
-
-
-async def send_anthropic_error(send: Send, error: APIError) -> None:
-    """``error`` as Anthropic's error body, with its status and headers (``retry-after``)."""
-    status, body = anthropic_error(error)
-    extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
-    await send_json(send, status, body, headers=extra)
 
 
 def target_of(deployment: Deployment) -> Target:
