@@ -167,7 +167,7 @@ class OpenAICompatProvider:
 
 def leading_system(messages: Any) -> Any:
     """``messages`` with every system and developer message's text joined, in order, into one
-    system message at the start; the others keep their order. Unchanged when it is already so."""
+    system message at the start; the others keep their order. Unchanged when there is none."""
     if not isinstance(messages, list):
         return messages
     texts: list[str] = []
