@@ -25,7 +25,7 @@ from gateway.errors import AuthenticationError, InvalidRequest, NotFound, Servic
 from gateway.middleware import request_token
 from gateway.tenancy.admission import Tenancy
 from gateway.tenancy.keys import KeyRecord, new_key_id, new_secret
-from gateway.tenancy.store import GROUPS
+from gateway.tenancy.store import GROUPS, SUMS
 
 logger = logging.getLogger("gateway.admin")
 T = TypeVar("T")
@@ -131,15 +131,7 @@ def admin_routes(tenancy: Tenancy) -> APIRouter:
             raise token
         if not tenancy.is_admin(token):
             raise AuthenticationError("Invalid admin key", code="invalid_admin_key")
-        try:
-            await tenancy.ready()
-        except Exception as exc:
-            logger.error("database unavailable: %s", type(exc).__name__)
-            raise ServiceUnavailable(
-                "the database cannot be reached; retry shortly",
-                code="database_unavailable",
-                headers={"retry-after": "1"},
-            ) from None
+        await _db(tenancy.ready())
 
     router = APIRouter(prefix="/admin", dependencies=[Depends(admin_only)])
 
@@ -242,15 +234,7 @@ def admin_routes(tenancy: Tenancy) -> APIRouter:
         )
         total: dict[str, Any] = {}
         if groups:
-            for name in (
-                "requests",
-                "prompt_tokens",
-                "completion_tokens",
-                "cached_tokens",
-                "reasoning_tokens",
-                "cost_micro_usd",
-                "unpriced_requests",
-            ):
+            for name in SUMS:
                 total[name] = sum(row[name] for row in rows)
             total["cost_usd"] = total["cost_micro_usd"] / 1_000_000
         else:

@@ -74,11 +74,8 @@ class Capture:
             if not isinstance(event, dict):
                 continue
             for choice in event.get("choices") or ():
-                if not isinstance(choice, dict):
-                    continue
-                delta = choice.get("delta")
-                text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-                if isinstance(text, str):
+                text = _choice_text(choice, "delta")
+                if text is not None:
                     texts.setdefault(int(choice.get("index") or 0), []).append(text)
             delta = event.get("delta")  # Anthropic's content_block_delta
             if isinstance(delta, dict) and isinstance(delta.get("text"), str):
@@ -126,13 +123,19 @@ def _answer_texts(answer: Any) -> list[str]:
         return []
     texts: list[str] = []
     for choice in answer.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        message = choice.get("message")
-        text = message.get("content") if isinstance(message, dict) else choice.get("text")
-        if isinstance(text, str):
+        text = _choice_text(choice, "message")
+        if text is not None:
             texts.append(text)
     for block in answer.get("content") or ():  # Anthropic's message
         if isinstance(block, dict) and isinstance(block.get("text"), str):
             texts.append(block["text"])
     return texts
+
+
+def _choice_text(choice: Any, key: str) -> str | None:
+    """A choice's text: its ``message`` or ``delta`` (``key``) content, or a completion's."""
+    if not isinstance(choice, dict):
+        return None
+    inner = choice.get(key)
+    text = inner.get("content") if isinstance(inner, dict) else choice.get("text")
+    return text if isinstance(text, str) else None

@@ -23,6 +23,7 @@ from providers.errors import UpstreamStreamError, malformed
 
 __all__ = [
     "FINISH_REASONS",
+    "STOP_REASONS",
     "EventReader",
     "finish_reason",
     "malformed",
@@ -42,6 +43,7 @@ FINISH_REASONS = {
     "model_context_window_exceeded": "length",
     "pause_turn": "stop",  # only with server tools; the raw reason tells the client to resume
 }
+STOP_REASONS = frozenset(FINISH_REASONS)  # every stop reason Anthropic's Messages API has
 # Errors that say nothing about the request: retried if nothing reached the client yet.
 _TRANSIENT = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
 

@@ -25,6 +25,7 @@ import orjson
 
 from gateway.errors import APIError, anthropic_error
 from gateway.surfaces.messages_ids import join_tool_id, tag_signature
+from providers.anthropic_stream import STOP_REASONS
 from providers.base import Chunk, Delta, ToolCallDelta, Usage
 from providers.errors import malformed
 
@@ -32,17 +33,6 @@ __all__ = ["MessageRenderer", "anthropic_usage", "error_event", "stop_reason"]
 
 logger = logging.getLogger("gateway")
 
-STOP_REASONS = frozenset(
-    {
-        "end_turn",
-        "max_tokens",
-        "stop_sequence",
-        "tool_use",
-        "pause_turn",
-        "refusal",
-        "model_context_window_exceeded",
-    }
-)
 _FROM_FINISH = {
     "stop": "end_turn",
     "length": "max_tokens",

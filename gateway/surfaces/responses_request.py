@@ -27,7 +27,7 @@ from gateway.errors import InvalidRequest
 from gateway.surfaces.responses_input import InputItems
 from gateway.surfaces.responses_reasoning import Reasoning
 from gateway.surfaces.responses_tools import ToolName, convert_tools, echo_tool, tool_choice
-from gateway.validation import Limits, parse_json, scan_body
+from gateway.validation import NUMBER_RANGES, Limits, parse_json, scan_body
 
 logger = logging.getLogger("gateway")
 
@@ -117,7 +117,8 @@ def parse_responses_request(raw: bytes, limits: Limits) -> ResponsesRequest:
                 param="max_output_tokens",
             )
         chat["max_completion_tokens"] = max_output
-    for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+    for name in ("temperature", "top_p"):
+        low, high = NUMBER_RANGES[name]
         value = body.get(name)
         if value is None:
             continue

@@ -46,6 +46,16 @@ MUTABLE = (
     "metadata",
 )
 GROUPS = {"key": "key_id", "model": "model", "day": "day"}
+SUMS = {
+    "requests": "COUNT(*)",
+    "prompt_tokens": "COALESCE(SUM(prompt_tokens), 0)",
+    "completion_tokens": "COALESCE(SUM(completion_tokens), 0)",
+    "cached_tokens": "COALESCE(SUM(cached_tokens), 0)",
+    "reasoning_tokens": "COALESCE(SUM(reasoning_tokens), 0)",
+    "cost_micro_usd": "COALESCE(SUM(cost_micro_usd), 0)",
+    "unpriced_requests": "COALESCE(SUM(1 - priced), 0)",
+}
+"""The integer sums a usage query answers per group (and the admin API totals), by name."""
 
 
 class UsageRow(NamedTuple):
@@ -371,18 +381,7 @@ class Store:
                 where.append(f"{column} {op} ?")
                 args.append(value)
         columns = [GROUPS[g] for g in group_by]
-        select = ", ".join(
-            [
-                *columns,
-                "COUNT(*)",
-                "COALESCE(SUM(prompt_tokens), 0)",
-                "COALESCE(SUM(completion_tokens), 0)",
-                "COALESCE(SUM(cached_tokens), 0)",
-                "COALESCE(SUM(reasoning_tokens), 0)",
-                "COALESCE(SUM(cost_micro_usd), 0)",
-                "COALESCE(SUM(1 - priced), 0)",
-            ]
-        )
+        select = ", ".join([*columns, *SUMS.values()])
         sql = f"SELECT {select} FROM usage_events"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -391,19 +390,8 @@ class Store:
         out = []
         for row in await self.engine.fetch(sql, args):
             item: dict[str, Any] = dict(zip(group_by, row[: len(columns)], strict=True))
-            requests, prompt, completion, cached, reasoning, cost, unpriced = (
-                int(v) for v in row[len(columns) :]
-            )
-            item.update(
-                requests=requests,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cached_tokens=cached,
-                reasoning_tokens=reasoning,
-                cost_micro_usd=cost,
-                cost_usd=cost / 1_000_000,
-                unpriced_requests=unpriced,
-            )
+            item.update(zip(SUMS, (int(v) for v in row[len(columns) :]), strict=True))
+            item["cost_usd"] = item["cost_micro_usd"] / 1_000_000
             out.append(item)
         return out
 

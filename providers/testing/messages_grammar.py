@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.anthropic_stream import STOP_REASONS
 from providers.testing.typed_sse import expect, parse_typed_sse
 
 __all__ = [
@@ -35,17 +36,6 @@ __all__ = [
     "parse_messages_sse",
 ]
 
-STOP_REASONS = frozenset(
-    {
-        "end_turn",
-        "max_tokens",
-        "stop_sequence",
-        "tool_use",
-        "pause_turn",
-        "refusal",
-        "model_context_window_exceeded",
-    }
-)
 _DELTAS = {
     "text": {"text_delta", "citations_delta"},
     "thinking": {"thinking_delta", "signature_delta"},

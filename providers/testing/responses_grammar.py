@@ -194,15 +194,22 @@ class _Checker:
         state.part_kinds.append(part["type"])
         state.part_done.append(False)
 
-    def _part(self, event: Mapping[str, Any], state: _Open, kind: str, at: str) -> int:
-        self._of(state, "message", at)
-        index = event.get("content_index")
+    def _open_part(
+        self, event: Mapping[str, Any], state: _Open, item: str, key: str, what: str, at: str
+    ) -> int:
+        """The index ``event[key]`` names: a part of this ``item`` added and not yet done."""
+        self._of(state, item, at)
+        index = event.get(key)
         expect(
             type(index) is int and 0 <= index < len(state.parts),
-            f"{at}: content_index {index!r} names no added part",
+            f"{at}: {key} {index!r} names no added part",
         )
         assert isinstance(index, int)
-        expect(not state.part_done[index], f"{at}: part {index} is already done")
+        expect(not state.part_done[index], f"{at}: {what} {index} is already done")
+        return index
+
+    def _part(self, event: Mapping[str, Any], state: _Open, kind: str, at: str) -> int:
+        index = self._open_part(event, state, "message", "content_index", "part", at)
         expect(state.part_kinds[index] == kind, f"{at}: part {index} is not {kind}")
         return index
 
@@ -245,15 +252,7 @@ class _Checker:
         state.part_done.append(False)
 
     def _summary(self, event: Mapping[str, Any], state: _Open, at: str) -> int:
-        self._of(state, "reasoning", at)
-        index = event.get("summary_index")
-        expect(
-            type(index) is int and 0 <= index < len(state.parts),
-            f"{at}: summary_index {index!r} names no added part",
-        )
-        assert isinstance(index, int)
-        expect(not state.part_done[index], f"{at}: summary part {index} is already done")
-        return index
+        return self._open_part(event, state, "reasoning", "summary_index", "summary part", at)
 
     def _reasoning_summary_text_delta(
         self, event: Mapping[str, Any], state: _Open, at: str
