@@ -11,26 +11,19 @@ from __future__ import annotations
 from starlette.types import Send
 
 from gateway.asgi import send_error, send_json
-from gateway.dispatch import Dispatcher, Session
+from gateway.dispatch import Session
 from gateway.errors import APIError
-from gateway.routing import Router
 from gateway.surfaces.chat_render import Aggregator, ChunkRenderer
-from gateway.surfaces.shared import Parsed, Surface, serve_sse
-from gateway.validation import Limits, ParsedRequest, validate_chat_request
+from gateway.surfaces.shared import LimitedSurface, Parsed, serve_sse
+from gateway.validation import ParsedRequest, validate_chat_request
 from providers.base import ChatRequest
 
 
-class ChatCompletions(Surface[ParsedRequest]):
+class ChatCompletions(LimitedSurface[ParsedRequest]):
     path = "/v1/chat/completions"
     surface = "chat"
     capability = None  # every provider chats
     capability_name = "chat completions"
-
-    def __init__(
-        self, *, router: Router, dispatcher: Dispatcher, limits: Limits, max_body_bytes: int
-    ) -> None:
-        super().__init__(router=router, dispatcher=dispatcher, max_body_bytes=max_body_bytes)
-        self.limits = limits
 
     def parse(self, raw: bytes) -> Parsed[ParsedRequest]:
         request = validate_chat_request(raw, self.limits)

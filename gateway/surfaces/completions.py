@@ -27,14 +27,14 @@ from starlette.types import Send
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from gateway.asgi import send_error, send_json
-from gateway.dispatch import Dispatcher, Session
+from gateway.dispatch import Session
 from gateway.errors import APIError, InvalidRequest
-from gateway.routing import Deployment, Router
+from gateway.routing import Deployment
 from gateway.surfaces.completions_render import CompletionAggregator, CompletionRenderer
 from gateway.surfaces.shared import (
     SHAPE_TAGS,
+    LimitedSurface,
     Parsed,
-    Surface,
     input_shape,
     parse_body,
     serve_sse,
@@ -143,19 +143,13 @@ def parse_completion_request(raw: bytes, limits: Limits) -> Parsed[CompletionCal
     )
 
 
-class CompletionsEndpoint(Surface[CompletionCall]):
+class CompletionsEndpoint(LimitedSurface[CompletionCall]):
     """``POST /v1/completions`` for providers that implement :class:`SupportsCompletions`."""
 
     path = "/v1/completions"
     surface = "completions"
     capability = SupportsCompletions
     capability_name = "the legacy completions API (/v1/completions)"
-
-    def __init__(
-        self, *, router: Router, dispatcher: Dispatcher, limits: Limits, max_body_bytes: int
-    ) -> None:
-        super().__init__(router=router, dispatcher=dispatcher, max_body_bytes=max_body_bytes)
-        self.limits = limits
 
     def parse(self, raw: bytes) -> Parsed[CompletionCall]:
         return parse_completion_request(raw, self.limits)

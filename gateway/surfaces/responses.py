@@ -13,27 +13,19 @@ from __future__ import annotations
 from starlette.types import Send
 
 from gateway.asgi import ClientDisconnected, send_json
-from gateway.dispatch import Dispatcher, Session
+from gateway.dispatch import Session
 from gateway.errors import APIError
-from gateway.routing import Router
 from gateway.surfaces.responses_render import ResponseBuilder
 from gateway.surfaces.responses_request import ResponsesRequest, parse_responses_request
-from gateway.surfaces.shared import SSE_HEADERS, Parsed, Surface
-from gateway.validation import Limits
+from gateway.surfaces.shared import SSE_HEADERS, LimitedSurface, Parsed
 from providers.base import ChatRequest
 
 
-class ResponsesEndpoint(Surface[ResponsesRequest]):
+class ResponsesEndpoint(LimitedSurface[ResponsesRequest]):
     path = "/v1/responses"
     surface = "responses"
     capability = None  # every provider chats, and a response is a chat
     capability_name = "the Responses API"
-
-    def __init__(
-        self, *, router: Router, dispatcher: Dispatcher, limits: Limits, max_body_bytes: int
-    ) -> None:
-        super().__init__(router=router, dispatcher=dispatcher, max_body_bytes=max_body_bytes)
-        self.limits = limits
 
     def parse(self, raw: bytes) -> Parsed[ResponsesRequest]:
         request = parse_responses_request(raw, self.limits)

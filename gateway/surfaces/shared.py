@@ -37,7 +37,7 @@ from gateway.routing import Deployment, Router
 from gateway.surfaces.chat_render import DONE, error_event
 from gateway.tenancy.admission import TENANT_SCOPE_KEY, Tenant
 from gateway.tenancy.estimate import chat_tokens
-from gateway.validation import check_content_type, parse_json, scan_body
+from gateway.validation import Limits, check_content_type, parse_json, scan_body
 from providers.base import Usage
 
 logger = logging.getLogger("gateway")
@@ -276,6 +276,16 @@ class Surface(abc.ABC, Generic[R]):
         finally:
             if ticket is not None:  # exactly once, whatever ended the request
                 await ticket.settle(call)
+
+
+class LimitedSurface(Surface[R]):
+    """A surface whose bodies are checked against the request limits (messages, sizes)."""
+
+    def __init__(
+        self, *, router: Router, dispatcher: Dispatcher, limits: Limits, max_body_bytes: int
+    ) -> None:
+        super().__init__(router=router, dispatcher=dispatcher, max_body_bytes=max_body_bytes)
+        self.limits = limits
 
 
 async def serve_sse(
