@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from providers.testing import parse_messages_sse, parse_responses_sse
 from tests.support.agent_clis import (
     claude_env,
     codex_env,
@@ -357,15 +358,6 @@ def _replay(stack: Stack, name: str, model: str | None = "up/coder") -> httpx.Re
         return client.post(url, headers=headers, json=body)
 
 
-def _sse_events(response: httpx.Response) -> list[dict[str, Any]]:
-    events = []
-    for block in response.text.split("\n\n"):
-        data = [line[5:].strip() for line in block.splitlines() if line.startswith("data:")]
-        if data and data[0] != "[DONE]":
-            events.append(json.loads("\n".join(data)))
-    return events
-
-
 @pytest.mark.parametrize(
     ("name", "stop", "block"),
     [
@@ -381,7 +373,7 @@ def test_claude_code_requests_as_recorded_stream_through_the_gateway(
     start = len(stack.upstream.exchanges)
     response = _replay(stack, name)
     assert response.status_code == 200, response.text
-    events = _sse_events(response)
+    events = parse_messages_sse(response.text)
     kinds = [event["type"] for event in events]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop", kinds
     assert "error" not in kinds
@@ -400,7 +392,7 @@ def test_claude_code_small_model_call_as_recorded_reaches_its_alias(stack: Stack
     ``claude-haiku-4-5`` here, which ``GATEWAY_ALIASES`` sends to the scripted model."""
     response = _replay(stack, "claude_code_small_model_title", model=None)
     assert response.status_code == 200, response.text
-    events = _sse_events(response)
+    events = parse_messages_sse(response.text)
     assert events[0]["message"]["model"] == "claude-haiku-4-5"
     text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
     assert json.loads(text) == json.loads(TITLE)
@@ -425,7 +417,7 @@ def test_codex_requests_as_recorded_stream_through_the_gateway(
     start = len(stack.upstream.exchanges)
     response = _replay(stack, name)
     assert response.status_code == 200, response.text
-    events = _sse_events(response)
+    events = parse_responses_sse(response.text)
     kinds = [event["type"] for event in events]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
     done = [e["item"]["type"] for e in events if e["type"] == "response.output_item.done"]

@@ -9,21 +9,28 @@ from tests.conftest import sdk
 from tests.support.servers import GATEWAY, free_port, spawn
 
 
-def test_starts_on_echo_with_no_config_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+def echo_once(cwd: Path, env: dict[str, str], content: str) -> str:
+    """Start ``llm-gateway --no-ui`` with ``env``, have ``echo/echo`` repeat ``content`` through
+    the SDK, stop it with SIGTERM (it must exit 0) and return all it printed: for tests of what a
+    whole run writes (logs, exported spans)."""
     port = free_port()
     with spawn(
         [GATEWAY, "--no-ui", "--port", str(port)],
-        env={},
+        env=env,
         ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=tmp_path,
+        cwd=cwd,
     ) as server:
         reply = sdk(server.base_url).chat.completions.create(
-            model="echo/echo", messages=[{"role": "user", "content": "it works"}]
+            model="echo/echo", messages=[{"role": "user", "content": content}]
         )
-        assert reply.choices[0].message.content == "it works"
-        server.terminate(signal.SIGTERM)
+        assert reply.choices[0].message.content == content
+        server.terminate(signal.SIGTERM)  # the gateway flushes what it buffers as it stops
         assert server.wait(15) == 0
-        output = server.output()
+        return server.output()
+
+
+def test_starts_on_echo_with_no_config_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    output = echo_once(tmp_path, {}, "it works")
     assert "GATEWAY_API_KEYS is not set" in output
     assert "Traceback" not in output
     assert '"POST /v1/chat/completions" 200' in output

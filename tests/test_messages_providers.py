@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -31,8 +30,8 @@ from tests.support.anthropic_upstream import (
 from tests.support.gemini_upstream import KEY as GEMINI_KEY
 from tests.support.gemini_upstream import SIGNATURE as GEMINI_SIGNATURE
 from tests.support.gemini_upstream import GeminiUpstream, serve_gemini
-from tests.support.plugin_install import SCRIPTED, pip_install
-from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
+from tests.support.plugin_install import SCRIPTED, pip_install, serve_scripted
+from tests.support.servers import serve_in_thread
 
 KEY = "gw-key-providers"
 CLAUDE_MODELS = [
@@ -495,26 +494,14 @@ WEATHER_TOOL: list[Any] = [
 def scripted_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     site = tmp_path_factory.mktemp("scripted-site")
     pip_install(SCRIPTED, site, scratch=tmp_path_factory.mktemp("scripted-src"))
-    home = tmp_path_factory.mktemp("scripted-home")
-    script = home / "script.json"
-    script.write_text(json.dumps(SCRIPT))
-    env_file: Path = home / "gateway.env"
-    env_file.write_text(
-        "GATEWAY_PROVIDERS__BOT__TYPE=scripted\n"
-        f"GATEWAY_PROVIDERS__BOT__SCRIPT={script}\n"
-        'GATEWAY_PROVIDERS__BOT__MODELS=["agent"]\n'
-        'GATEWAY_ALIASES={"claude-haiku-4-5-20251001": "bot/agent"}\n'
-        f'GATEWAY_API_KEYS=["{KEY}"]\n'
-    )
-    port = free_port()
-    with spawn(
-        [GATEWAY, "--no-ui", "--env-file", str(env_file), "--port", str(port)],
-        env={"PYTHONPATH": str(site)},
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=home,
-    ) as server:
-        yield server.base_url
-    assert "Traceback" not in server.output()
+    with serve_scripted(
+        site,
+        tmp_path_factory.mktemp("scripted-home"),
+        SCRIPT,
+        'GATEWAY_ALIASES={"claude-haiku-4-5-20251001": "bot/agent"}',
+        f'GATEWAY_API_KEYS=["{KEY}"]',
+    ) as url:
+        yield url
 
 
 def test_scripted_plugin_tool_loop_through_messages(scripted_gateway: str) -> None:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -25,10 +26,41 @@ from gateway.metrics import GatewayMetrics
 from gateway.metrics_families import exposition
 from gateway.metrics_workers import WorkerShare
 from tests.support.fault_upstream import FaultUpstream
-from tests.support.servers import GATEWAY, free_port, spawn
-from tests.test_metrics import parse, value
+from tests.support.servers import GATEWAY, ProcessServer, free_port, spawn
+from tests.test_metrics import Samples, parse, value
 
 MAX_REQUESTS = 300
+
+
+def two_workers(
+    cwd: Path, env: dict[str, str], *, inherit_env: bool = True
+) -> AbstractContextManager[ProcessServer]:
+    """``llm-gateway --workers 2`` on a free port, ready once it answers ``/health``."""
+    port = free_port()
+    return spawn(
+        [GATEWAY, "--workers", "2", "--port", str(port)],
+        env=env,
+        inherit_env=inherit_env,
+        ready_url=f"http://127.0.0.1:{port}/health",
+        cwd=cwd,
+        timeout=40,
+    )
+
+
+def fault_env(base_url: str, models: str) -> dict[str, str]:
+    """Provider ``fault`` (openai) in front of the fault upstream, serving ``models`` (JSON)."""
+    return {
+        "GATEWAY_PROVIDERS__FAULT__TYPE": "openai",
+        "GATEWAY_PROVIDERS__FAULT__BASE_URL": base_url,
+        "GATEWAY_PROVIDERS__FAULT__API_KEY": "sk-upstream-0123456789",
+        "GATEWAY_PROVIDERS__FAULT__MODELS": models,
+    }
+
+
+def scrape(url: str) -> Samples:
+    """One scrape on a new connection, so either worker may be the one that answers it."""
+    with httpx.Client(timeout=10) as client:
+        return parse(client.get(f"{url}/metrics").text)
 
 
 def per_worker_chat_requests(directory: Path) -> dict[int, float]:
@@ -44,14 +76,27 @@ def per_worker_chat_requests(directory: Path) -> dict[int, float]:
     return counts
 
 
+def wait_for_files(directory: Path, sent: int) -> dict[int, float]:
+    """Chat requests per worker, once the snapshots hold all ``sent`` (bounded: 10 s).
+
+    A request is counted when its response is complete, just after the client has it, and
+    reaches its worker's file within a second: so the wait."""
+    deadline = time.monotonic() + 10
+    counts = per_worker_chat_requests(directory)
+    while sum(counts.values()) < sent and time.monotonic() < deadline:
+        time.sleep(0.02)
+        counts = per_worker_chat_requests(directory)
+    assert sum(counts.values()) == sent, counts
+    return counts
+
+
 def scrape_until(url: str, name: str, expected: float, **labels: str) -> None:
     """Scrape (any worker) until ``name`` is ``expected``: another worker's snapshot may be up to
     a second old. Bounded: 10 s."""
     deadline = time.monotonic() + 10
     seen = None
     while time.monotonic() < deadline:
-        with httpx.Client(timeout=10) as client:  # a new connection: either worker
-            seen = value(parse(client.get(f"{url}/metrics").text), name, **labels)
+        seen = value(scrape(url), name, **labels)
         if seen == expected:
             return
         time.sleep(0.05)
@@ -65,14 +110,7 @@ def test_two_workers_are_counted_together(tmp_path: Path) -> None:
     stale.write_text(
         json.dumps({"pid": 999999, "series": {"llm_gateway_requests": [[["chat"] * 5, 1000.0]]}})
     )
-    port = free_port()
-    with spawn(
-        [GATEWAY, "--workers", "2", "--port", str(port)],
-        env={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=tmp_path,
-        timeout=40,
-    ) as server:
+    with two_workers(tmp_path, {"PROMETHEUS_MULTIPROC_DIR": str(directory)}) as server:
         assert not stale.exists()
         url = server.base_url
         body = {"model": "echo/echo", "messages": [{"role": "user", "content": "count me"}]}
@@ -84,21 +122,13 @@ def test_two_workers_are_counted_together(tmp_path: Path) -> None:
                     response = client.post(f"{url}/v1/chat/completions", json=body)
                     assert response.status_code == 200
                 sent += 1
-            # A request is counted when its response is complete, just after the client has
-            # it, and reaches its worker's file within a second: wait (bounded) for them all.
-            deadline = time.monotonic() + 10
-            counts = per_worker_chat_requests(directory)
-            while sum(counts.values()) < sent and time.monotonic() < deadline:
-                time.sleep(0.02)
-                counts = per_worker_chat_requests(directory)
+            counts = wait_for_files(directory, sent)
         assert len([c for c in counts.values() if c > 0]) == 2, counts
         assert sum(counts.values()) == sent
 
         seen: set[float] = set()
         for _ in range(8):  # fresh connections: the scrapes land on both workers
-            with httpx.Client(timeout=10) as client:
-                text = client.get(f"{url}/metrics").text
-            samples = parse(text)
+            samples = scrape(url)
             seen.add(value(samples, "llm_gateway_requests_total", surface="chat"))
             assert (
                 value(samples, "gen_ai_server_request_duration_seconds_count", error_type="")
@@ -117,15 +147,7 @@ def test_workers_get_a_private_directory_when_none_is_named(tmp_path: Path) -> N
     temp = tmp_path / "temp"  # TMPDIR of the gateway: where its private directory goes
     temp.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    port = free_port()
-    with spawn(
-        [GATEWAY, "--workers", "2", "--port", str(port)],
-        env={**env, "TMPDIR": str(temp)},
-        inherit_env=False,
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=tmp_path,
-        timeout=40,
-    ) as server:
+    with two_workers(tmp_path, {**env, "TMPDIR": str(temp)}, inherit_env=False) as server:
         url = server.base_url
         body = {"model": "echo/echo", "messages": [{"role": "user", "content": "count me"}]}
         for _ in range(6):
@@ -133,9 +155,7 @@ def test_workers_get_a_private_directory_when_none_is_named(tmp_path: Path) -> N
                 assert client.post(f"{url}/v1/chat/completions", json=body).status_code == 200
         scrape_until(url, "llm_gateway_requests_total", 6, surface="chat")
         for _ in range(8):
-            with httpx.Client(timeout=10) as client:
-                samples = parse(client.get(f"{url}/metrics").text)
-            assert value(samples, "llm_gateway_requests_total", surface="chat") == 6
+            assert value(scrape(url), "llm_gateway_requests_total", surface="chat") == 6
         assert len(list(temp.glob("llm-gateway-metrics-*"))) == 1
         server.terminate(signal.SIGTERM)
         assert server.wait(20) == 0
@@ -145,32 +165,20 @@ def test_workers_get_a_private_directory_when_none_is_named(tmp_path: Path) -> N
 def test_an_open_breaker_in_one_worker_shows_whichever_worker_is_scraped(
     tmp_path: Path, fault_upstream: tuple[str, FaultUpstream], upstream: FaultUpstream
 ) -> None:
-    port = free_port()
     env = {
-        "GATEWAY_PROVIDERS__FAULT__TYPE": "openai",
-        "GATEWAY_PROVIDERS__FAULT__BASE_URL": fault_upstream[0],
-        "GATEWAY_PROVIDERS__FAULT__API_KEY": "sk-upstream-0123456789",
-        "GATEWAY_PROVIDERS__FAULT__MODELS": '["status:500"]',
+        **fault_env(fault_upstream[0], '["status:500"]'),
         "GATEWAY_PROVIDERS__FAULT__MAX_RETRIES": "0",
         "GATEWAY_BREAKER_THRESHOLD": "1",
         "GATEWAY_BREAKER_COOLDOWN": "300",
     }
-    with spawn(
-        [GATEWAY, "--workers", "2", "--port", str(port)],
-        env=env,
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=tmp_path,
-        timeout=40,
-    ) as server:
+    with two_workers(tmp_path, env) as server:
         url = server.base_url
         body = {"model": "fault/status:500", "messages": [{"role": "user", "content": "x"}]}
         with httpx.Client(timeout=10) as client:  # one connection: one worker's breaker
             assert client.post(f"{url}/v1/chat/completions", json=body).status_code == 502
 
         def breaker() -> float:
-            with httpx.Client(timeout=10) as client:  # a new connection: either worker
-                samples = parse(client.get(f"{url}/metrics").text)
-            return value(samples, "llm_gateway_breaker_state", deployment="fault/status:500")
+            return value(scrape(url), "llm_gateway_breaker_state", deployment="fault/status:500")
 
         # the opened worker publishes its state within its publish period (1 s)
         for _ in range(100):
@@ -259,17 +267,6 @@ def wait_for_stream(directory: Path) -> int:
     raise AssertionError("no worker published the stream in flight")
 
 
-def wait_for_files(directory: Path, sent: int) -> dict[int, float]:
-    """Chat requests per worker, once the snapshots hold all ``sent`` (bounded: 10 s)."""
-    deadline = time.monotonic() + 10
-    counts = per_worker_chat_requests(directory)
-    while sum(counts.values()) < sent and time.monotonic() < deadline:
-        time.sleep(0.02)
-        counts = per_worker_chat_requests(directory)
-    assert sum(counts.values()) == sent, counts
-    return counts
-
-
 def test_a_killed_workers_counts_stay_and_its_gauges_go(
     tmp_path: Path, fault_upstream: tuple[str, FaultUpstream], upstream: FaultUpstream
 ) -> None:
@@ -277,21 +274,11 @@ def test_a_killed_workers_counts_stay_and_its_gauges_go(
     snapshot), its in-flight gauges vanish from every scrape (its pid is dead)."""
     directory = tmp_path / "metrics"
     directory.mkdir()
-    port = free_port()
     env = {
         "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "GATEWAY_PROVIDERS__FAULT__TYPE": "openai",
-        "GATEWAY_PROVIDERS__FAULT__BASE_URL": fault_upstream[0],
-        "GATEWAY_PROVIDERS__FAULT__API_KEY": "sk-upstream-0123456789",
-        "GATEWAY_PROVIDERS__FAULT__MODELS": '["ok", "stall:2"]',
+        **fault_env(fault_upstream[0], '["ok", "stall:2"]'),
     }
-    with spawn(
-        [GATEWAY, "--workers", "2", "--port", str(port)],
-        env=env,
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=tmp_path,
-        timeout=40,
-    ) as server:
+    with two_workers(tmp_path, env) as server:
         url = server.base_url
         question = {"messages": [{"role": "user", "content": "a b c"}]}
         stream = {**question, "model": "fault/stall:2", "stream": True}
@@ -319,8 +306,7 @@ def test_a_killed_workers_counts_stay_and_its_gauges_go(
             pass  # the stream's worker is gone: its connection breaks
         scrape_until(url, "llm_gateway_inflight_streams", 0)
         for _ in range(8):  # fresh connections: whichever worker answers
-            with httpx.Client(timeout=10) as fresh:
-                samples = parse(fresh.get(f"{url}/metrics").text)
+            samples = scrape(url)
             assert value(samples, "llm_gateway_requests_total", surface="chat") == sent
             assert value(samples, "llm_gateway_inflight_streams") == 0
             assert value(samples, "llm_gateway_inflight_requests") == 0

@@ -27,7 +27,7 @@ from gateway.settings import ConfigError, Settings, load_settings
 from providers import registry
 from tests.conftest import sdk, settings, sse_data
 from tests.support.plugin_dists import behaving_source, write_distribution
-from tests.support.plugin_install import SCRIPTED, pip_install
+from tests.support.plugin_install import SCRIPTED, pip_install, serve_scripted
 from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
 
 Install = Callable[..., None]
@@ -485,23 +485,8 @@ def scripted_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def scripted_gateway(scripted_site: Path, tmp_path: Path) -> Iterator[str]:
-    script = tmp_path / "script.json"
-    script.write_text(json.dumps(SCRIPT))
-    env_file = tmp_path / "gateway.env"
-    env_file.write_text(
-        "GATEWAY_PROVIDERS__BOT__TYPE=scripted\n"
-        f"GATEWAY_PROVIDERS__BOT__SCRIPT={script}\n"
-        'GATEWAY_PROVIDERS__BOT__MODELS=["agent"]\n'
-    )
-    port = free_port()
-    with spawn(
-        [GATEWAY, "--no-ui", "--env-file", str(env_file), "--port", str(port)],
-        env={"PYTHONPATH": str(scripted_site)},
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=tmp_path,
-    ) as server:
-        yield server.base_url
-    assert "Traceback" not in server.output()
+    with serve_scripted(scripted_site, tmp_path, SCRIPT) as url:
+        yield url
 
 
 def test_scripted_serves_reasoning_and_tool_calls_then_answers_the_tool_result(

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from tests.support.plugin_install import SCRIPTED, pip_install
+from tests.support.plugin_install import SCRIPTED, pip_install, serve_scripted
 from tests.support.responses_client import validated_stream
-from tests.support.servers import GATEWAY, free_port, spawn
 
 SCRIPT = [
     {
@@ -43,24 +41,8 @@ def scripted_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     site = tmp_path_factory.mktemp("scripted-site")
     pip_install(SCRIPTED, site, scratch=tmp_path_factory.mktemp("scripted-src"))
     work = tmp_path_factory.mktemp("scripted-run")
-    script = work / "script.json"
-    script.write_text(json.dumps(SCRIPT))
-    env_file = work / "gateway.env"
-    env_file.write_text(
-        "GATEWAY_PROVIDERS__BOT__TYPE=scripted\n"
-        f"GATEWAY_PROVIDERS__BOT__SCRIPT={script}\n"
-        'GATEWAY_PROVIDERS__BOT__MODELS=["agent"]\n'
-        "GATEWAY_PROVIDERS__BOT__MAX_RETRIES=0\n"
-    )
-    port = free_port()
-    with spawn(
-        [GATEWAY, "--no-ui", "--env-file", str(env_file), "--port", str(port)],
-        env={"PYTHONPATH": str(site)},
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=Path(work),
-    ) as server:
-        yield server.base_url
-    assert "Traceback" not in server.output()
+    with serve_scripted(site, work, SCRIPT, "GATEWAY_PROVIDERS__BOT__MAX_RETRIES=0") as url:
+        yield url
 
 
 def client(url: str) -> openai.OpenAI:

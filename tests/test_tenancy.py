@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,16 +19,15 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import ConfigError
-from tests.conftest import async_sdk, sdk, settings
+from tests.conftest import sdk, settings
 from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
-from tests.support.services import ADMIN_KEY, Admin
+from tests.support.services import ADMIN_KEY, MESSAGE, Admin, stream_chat
 
 STATIC_KEY = "static-client-key-0123456789"
 PRICES = {
     "echo/echo": {"input": 1.0, "output": 2.0},
     "slow/echo": {"input": 1.0, "output": 1.0},
 }
-MESSAGE = [{"role": "user", "content": "one two three four five"}]
 LONG = [{"role": "user", "content": " ".join(["word"] * 20)}]
 
 
@@ -170,7 +170,7 @@ def test_unknown_revoked_and_expired_keys_get_401(url: str, admin: Admin) -> Non
         except openai.AuthenticationError as exc:
             assert exc.code == "api_key_expired"
             break
-        asyncio.run(asyncio.sleep(0.1))
+        time.sleep(0.1)
     else:
         pytest.fail("the key did not expire")
 
@@ -239,27 +239,6 @@ def test_tpm_counts_reserved_tokens_and_refunds_the_unused(url: str, admin: Admi
         pytest.fail("TPM never limited")
 
 
-async def _stream(url: str, key: str, **extra: Any) -> tuple[str, Any]:
-    """One streamed chat: ("ok", usage) or (error code, None)."""
-    client = async_sdk(url, key)
-    try:
-        stream = await client.chat.completions.create(
-            model=extra.pop("model", "slow/echo"),
-            messages=extra.pop("messages", MESSAGE),
-            stream=True,
-            stream_options={"include_usage": True},
-            **extra,
-        )
-        usage = None
-        async for chunk in stream:
-            usage = chunk.usage or usage
-        return "ok", usage
-    except openai.APIStatusError as exc:
-        return str(exc.code), exc.response.headers
-    finally:
-        await client.close()
-
-
 def test_max_parallel_counts_requests_in_flight(url: str, admin: Admin) -> None:
     key = admin.create(name="parallel", max_parallel=2)["key"]
 
@@ -271,7 +250,7 @@ def test_max_parallel_counts_requests_in_flight(url: str, admin: Admin) -> None:
 
 
 async def _gather(url: str, key: str, count: int, **extra: Any) -> list[str]:
-    results = await asyncio.gather(*(_stream(url, key, **extra) for _ in range(count)))
+    results = await asyncio.gather(*(stream_chat(url, key, **extra) for _ in range(count)))
     return [code for code, _ in results]
 
 
@@ -285,7 +264,7 @@ def test_a_budget_is_never_overshot_by_parallel_streams(url: str, admin: Admin) 
 
     async def run() -> list[tuple[str, Any]]:
         return await asyncio.gather(
-            *(_stream(url, created["key"], max_tokens=5) for _ in range(50))
+            *(stream_chat(url, created["key"], max_tokens=5) for _ in range(50))
         )
 
     results = asyncio.run(run())
@@ -360,7 +339,7 @@ def test_a_client_that_leaves_is_settled_and_its_slot_freed(url: str, admin: Adm
             chat(url, created["key"], model="echo/echo")
             break
         except openai.RateLimitError:
-            asyncio.run(asyncio.sleep(0.05))
+            time.sleep(0.05)
     else:
         pytest.fail("the parallel slot of a departed client was never freed")
     rows = admin.wait_requests(2, key_id=created["id"])

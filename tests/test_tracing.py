@@ -12,7 +12,6 @@ import contextlib
 import http.server
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -32,7 +31,8 @@ from gateway import tracing
 from gateway.app import create_app
 from tests.conftest import fault_provider, sdk, settings
 from tests.support.fault_upstream import FaultUpstream
-from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
+from tests.support.servers import GATEWAY, free_port, serve_in_thread
+from tests.test_cli import echo_once
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
@@ -210,21 +210,8 @@ def test_an_unknown_exporter_stops_the_start_in_one_line() -> None:
 
 
 def test_console_exporter_prints_genai_spans(tmp_path: Path) -> None:
-    port = free_port()
     env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "gateway-under-test"}
-    with spawn(
-        [GATEWAY, "--no-ui", "--port", str(port)],
-        env=env,
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=tmp_path,
-    ) as server:
-        reply = sdk(server.base_url).chat.completions.create(
-            model="echo/echo", messages=[{"role": "user", "content": "a zebra"}]
-        )
-        assert reply.choices[0].message.content == "a zebra"
-        server.terminate(signal.SIGTERM)
-        assert server.wait(15) == 0
-        output = server.output()
+    output = echo_once(tmp_path, env, "a zebra")
     assert '"gen_ai.operation.name": "chat"' in output
     assert '"gen_ai.request.model": "echo/echo"' in output
     assert '"gen_ai.usage.output_tokens":' in output
@@ -270,21 +257,9 @@ def test_otlp_endpoint_receives_the_spans(tmp_path: Path) -> None:
     _OTLPSink.received.clear()
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OTLPSink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    port = free_port()
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}"}
     try:
-        with spawn(
-            [GATEWAY, "--no-ui", "--port", str(port)],
-            env=env,
-            ready_url=f"http://127.0.0.1:{port}/health",
-            cwd=tmp_path,
-        ) as server:
-            reply = sdk(server.base_url).chat.completions.create(
-                model="echo/echo", messages=[{"role": "user", "content": "a quokka"}]
-            )
-            assert reply.choices[0].message.content == "a quokka"
-            server.terminate(signal.SIGTERM)  # the batch is flushed as the gateway stops
-            assert server.wait(15) == 0
+        echo_once(tmp_path, env, "a quokka")  # the batch is flushed as the gateway stops
     finally:
         sink.shutdown()
     assert _OTLPSink.received, "no export reached the OTLP endpoint"

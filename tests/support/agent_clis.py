@@ -101,13 +101,12 @@ def claude_env(
     return env
 
 
-def run_claude(
-    prompt: str, *, cwd: Path, env: dict[str, str], timeout: float = 120.0
+def _run(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    """``claude -p PROMPT``, its Bash tool allowed (``--dangerously-skip-permissions`` is
-    refused to root, which CI is), nothing on stdin."""
+    """A CLI run to its end (bounded by ``timeout``), nothing on stdin, its output kept."""
     return subprocess.run(
-        [str(CLAUDE), "-p", prompt, "--allowedTools", "Bash"],
+        command,
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -115,6 +114,14 @@ def run_claude(
         text=True,
         timeout=timeout,
     )
+
+
+def run_claude(
+    prompt: str, *, cwd: Path, env: dict[str, str], timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """``claude -p PROMPT``, its Bash tool allowed (``--dangerously-skip-permissions`` is
+    refused to root, which CI is)."""
+    return _run([str(CLAUDE), "-p", prompt, "--allowedTools", "Bash"], cwd, env, timeout)
 
 
 def codex_config(base_url: str, *, model: str, env_key: str = "LLM_GATEWAY_KEY") -> str:
@@ -152,9 +159,8 @@ def run_codex(
     prompt: str, *, cwd: Path, env: dict[str, str], timeout: float = 120.0
 ) -> subprocess.CompletedProcess[str]:
     """``codex exec PROMPT`` outside a git repository, commands run without Codex's sandbox
-    (the work directory is a temporary one; bubblewrap may be unavailable on CI), nothing on
-    stdin."""
-    return subprocess.run(
+    (the work directory is a temporary one; bubblewrap may be unavailable on CI)."""
+    return _run(
         [
             str(CODEX),
             "exec",
@@ -162,10 +168,7 @@ def run_codex(
             "--dangerously-bypass-approvals-and-sandbox",
             prompt,
         ],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        cwd,
+        env,
+        timeout,
     )

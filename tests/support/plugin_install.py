@@ -1,16 +1,21 @@
 """Install a plugin distribution with pip, as a user would, into a directory of its own.
 
 ``pip install --no-deps --target DIR`` keeps the test environment untouched; the directory then
-goes on a spawned gateway's ``PYTHONPATH``. The source is copied first, since setuptools builds
-in the source tree (``build/``, ``*.egg-info``).
+goes on a spawned gateway's ``PYTHONPATH`` (:func:`serve_scripted`). The source is copied
+first, since setuptools builds in the source tree (``build/``, ``*.egg-info``).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support.servers import GATEWAY, free_port, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTED = ROOT / "examples" / "llm-gateway-scripted"
@@ -47,3 +52,30 @@ def pip_install(source: Path, target: Path, *, scratch: Path) -> None:
             return
         failures.append(f"$ {' '.join(attempt)}\n{result.stdout}{result.stderr}")
     raise AssertionError("pip could not install " + source.name + ":\n" + "\n".join(failures))
+
+
+@contextmanager
+def serve_scripted(
+    site: Path, work: Path, script: Sequence[object], *settings: str
+) -> Iterator[str]:
+    """A spawned gateway (no UI) whose provider ``bot`` is the scripted plugin installed in
+    ``site``, playing ``script`` as model ``bot/agent``; ``settings`` are further lines of its env
+    file. Its files go in ``work``, its cwd. Yields its base URL; afterwards, its output must
+    hold no traceback."""
+    script_file = work / "script.json"
+    script_file.write_text(json.dumps(script))
+    env_file = work / "gateway.env"
+    env_file.write_text(
+        "GATEWAY_PROVIDERS__BOT__TYPE=scripted\n"
+        f"GATEWAY_PROVIDERS__BOT__SCRIPT={script_file}\n"
+        'GATEWAY_PROVIDERS__BOT__MODELS=["agent"]\n' + "".join(f"{line}\n" for line in settings)
+    )
+    port = free_port()
+    with spawn(
+        [GATEWAY, "--no-ui", "--env-file", str(env_file), "--port", str(port)],
+        env={"PYTHONPATH": str(site)},
+        ready_url=f"http://127.0.0.1:{port}/health",
+        cwd=work,
+    ) as server:
+        yield server.base_url
+    assert "Traceback" not in server.output()

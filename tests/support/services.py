@@ -1,5 +1,6 @@
-"""Teams' test services: the admin API as a client, and real ``redis-server`` and PostgreSQL
-started on free ports with temporary data directories (tests/setup-services.sh installs them).
+"""Teams' test services: the admin API as a client, a streamed chat as a virtual key's client
+makes one, and real ``redis-server`` and PostgreSQL started on free ports with temporary data
+directories (tests/setup-services.sh installs them).
 
 Every wait here is bounded; every server binds 127.0.0.1 only and is stopped by its pid.
 """
@@ -10,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -18,11 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
+from openai.types.chat import ChatCompletionMessageParam
 
+from tests.conftest import async_sdk
 from tests.support.servers import free_port
 
 ADMIN_KEY = "admin-key-for-tests-0123456789"
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin")
+# Five words: the budget tests' token counts (and so their costs) are reckoned on this message.
+MESSAGE: list[ChatCompletionMessageParam] = [{"role": "user", "content": "one two three four five"}]
 
 
 class Admin:
@@ -57,6 +64,28 @@ class Admin:
             time.sleep(0.05)
 
 
+async def stream_chat(url: str, key: str, **extra: Any) -> tuple[str, Any]:
+    """One streamed chat (``slow/echo`` and :data:`MESSAGE` unless given), read to its end:
+    ("ok", its usage) or (the refusal's error code, its headers)."""
+    client = async_sdk(url, key)
+    try:
+        stream = await client.chat.completions.create(
+            model=extra.pop("model", "slow/echo"),
+            messages=extra.pop("messages", MESSAGE),
+            stream=True,
+            stream_options={"include_usage": True},
+            **extra,
+        )
+        usage = None
+        async for chunk in stream:
+            usage = chunk.usage or usage
+        return "ok", usage
+    except openai.APIStatusError as exc:
+        return str(exc.code), exc.response.headers
+    finally:
+        await client.close()
+
+
 def _which(name: str, dirs: tuple[str, ...] = ()) -> str | None:
     for folder in dirs:
         candidate = Path(folder) / name
@@ -74,8 +103,6 @@ def postgres_available() -> bool:
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
-    import socket
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -145,15 +172,14 @@ class RedisServer:
         ).stdout
         out = [keys]
         for key in keys.split():
-            for command in (["DUMP", key.decode()],):
-                out.append(
-                    subprocess.run(
-                        [cli, "-p", str(self.port), "--raw", *command],
-                        capture_output=True,
-                        timeout=10,
-                        check=False,
-                    ).stdout
-                )
+            out.append(
+                subprocess.run(
+                    [cli, "-p", str(self.port), "--raw", "DUMP", key.decode()],
+                    capture_output=True,
+                    timeout=10,
+                    check=False,
+                ).stdout
+            )
         return b"\n".join(out)
 
 
