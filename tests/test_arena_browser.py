@@ -17,29 +17,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.support.browser import (
-    CHROMIUM,
+    DISCONNECT_WITHIN_S,
     WAIT_MS,
     assert_screenshot,
+    needs_chromium,
     screenshot_path,
-    watched_page,
 )
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.page_waits import wait_until
 from tests.support.sse_frames import REASONING as REASONING_PIECES
 from tests.support.thinking_upstream import REASONING as THOUGHT
 from tests.support.thinking_upstream import ThinkingUpstream
-from tests.test_studio_browser import DISCONNECT_WITHIN_S
 from tests.test_studio_browser import browser as browser  # the module's one chromium
+from tests.test_studio_browser import page as page
+from tests.test_studio_browser import providers
 from tests.test_studio_browser import thinking as thinking
 from tests.test_ui import gateway_with_ui, words
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
+pytestmark = needs_chromium
 
 PROMPT = "Name three primary colours"
 REASONING = "".join(REASONING_PIECES)
@@ -50,24 +48,10 @@ SLOW = ["slow:200", "slow:250", "slow:300"]  # ms between chunks: three paces, o
 def arena_url(
     fault_upstream: tuple[str, FaultUpstream], thinking: tuple[str, ThinkingUpstream]
 ) -> Iterator[str]:
-    providers = {
-        "echo": {"type": "echo", "chunk_delay_ms": 20},
-        "fault": {
-            "type": "openai",
-            "base_url": fault_upstream[0],
-            "api_key": "sk-upstream",
-            "models": ["ok", "reasoning", *SLOW],
-            "max_retries": 0,
-        },
-        "think": {
-            "type": "openai",
-            "base_url": thinking[0],
-            "api_key": "sk-upstream",
-            "models": ["think"],
-            "max_retries": 0,
-        },
-    }
-    with gateway_with_ui(providers=providers) as url:
+    served = providers(
+        fault_upstream[0], thinking[0], echo_delay_ms=20, fault_models=["ok", "reasoning", *SLOW]
+    )
+    with gateway_with_ui(providers=served) as url:
         yield url
 
 
@@ -79,15 +63,9 @@ def pick(page: Page, field: str, model: str) -> None:
 
 
 def test_three_models_answer_side_by_side_and_the_vote_is_kept(
-    browser: Browser, arena_url: str, upstream: FaultUpstream, tmp_path: Path
+    page: Page, arena_url: str, upstream: FaultUpstream, tmp_path: Path
 ) -> None:
-    with watched_page(browser) as (page, watch):
-        run_arena(page, arena_url, upstream, tmp_path)
-    assert watch.errors == [] and watch.external == [], (watch.errors, watch.external)
-
-
-def run_arena(page: Page, url: str, upstream: FaultUpstream, tmp_path: Path) -> None:
-    page.goto(f"{url}/ui/arena")
+    page.goto(f"{arena_url}/ui/arena")
     # the first two pickers start on the gateway's first two models
     expect(page.locator("#model input")).to_have_value("echo/echo", timeout=WAIT_MS)
     expect(page.locator("#arena-model-2 input")).to_have_value("fault/ok", timeout=WAIT_MS)
@@ -134,68 +112,62 @@ def run_arena(page: Page, url: str, upstream: FaultUpstream, tmp_path: Path) -> 
 
 
 def test_stop_reaches_every_upstream_and_every_column_stays_stopped(
-    browser: Browser, arena_url: str, upstream: FaultUpstream
+    page: Page, arena_url: str, upstream: FaultUpstream
 ) -> None:
     prompt = words(30, tag="a")
-    with watched_page(browser) as (page, watch):
-        page.goto(f"{arena_url}/ui/arena")
-        expect(page.locator("#arena-model-2 input")).to_have_value("fault/ok", timeout=WAIT_MS)
-        for n, model in enumerate(SLOW, start=1):
-            pick(page, "#model" if n == 1 else f"#arena-model-{n}", f"fault/{model}")
-        page.fill("#arena-prompt textarea", prompt)
-        page.click("#arena-send")
-        answers = [page.locator(f"#arena-answer-{n}") for n in range(len(SLOW))]
-        for answer in answers:  # every column is streaming, none has finished
-            expect(answer).to_contain_text("a2", timeout=WAIT_MS)
-        pressed_at = time.monotonic()
-        page.click("#arena-stop")
-        wait_until(
-            page, lambda: len(upstream.disconnects) >= len(SLOW), "every upstream's disconnect"
-        )
-        gone = {d.model: d for d in upstream.disconnects}
-        assert gone.keys() == set(SLOW), gone
-        for d in gone.values():
-            assert 0 <= d.at - pressed_at < DISCONNECT_WITHIN_S, (d.model, d.at - pressed_at)
+    page.goto(f"{arena_url}/ui/arena")
+    expect(page.locator("#arena-model-2 input")).to_have_value("fault/ok", timeout=WAIT_MS)
+    for n, model in enumerate(SLOW, start=1):
+        pick(page, "#model" if n == 1 else f"#arena-model-{n}", f"fault/{model}")
+    page.fill("#arena-prompt textarea", prompt)
+    page.click("#arena-send")
+    answers = [page.locator(f"#arena-answer-{n}") for n in range(len(SLOW))]
+    for answer in answers:  # every column is streaming, none has finished
+        expect(answer).to_contain_text("a2", timeout=WAIT_MS)
+    pressed_at = time.monotonic()
+    page.click("#arena-stop")
+    wait_until(page, lambda: len(upstream.disconnects) >= len(SLOW), "every upstream's disconnect")
+    gone = {d.model: d for d in upstream.disconnects}
+    assert gone.keys() == set(SLOW), gone
+    for d in gone.values():
+        assert 0 <= d.at - pressed_at < DISCONNECT_WITHIN_S, (d.model, d.at - pressed_at)
 
-        for n in range(len(SLOW)):
-            stats = page.locator(f"#arena-stats-{n}")
-            expect(stats).to_contain_text("stopped", timeout=WAIT_MS)
-            expect(stats).to_contain_text("TTFT")
-        expect(page.locator("#arena-tie")).to_be_enabled(timeout=WAIT_MS)  # the round is over
-        for n, model in enumerate(SLOW):
-            # each column shows what its upstream sent before it saw the disconnect, and no
-            # late chunk has replaced "stopped" since
-            shown = answers[n].inner_text().split()
-            assert 3 <= len(shown) <= gone[model].events_sent < 30, (model, shown)
-            assert shown == prompt.split()[: len(shown)]
-            expect(page.locator(f"#arena-stats-{n}")).to_contain_text("stopped")
-            expect(page.locator(f"#arena-stats-{n}")).not_to_contain_text("finished")
+    for n in range(len(SLOW)):
+        stats = page.locator(f"#arena-stats-{n}")
+        expect(stats).to_contain_text("stopped", timeout=WAIT_MS)
+        expect(stats).to_contain_text("TTFT")
+    expect(page.locator("#arena-tie")).to_be_enabled(timeout=WAIT_MS)  # the round is over
+    for n, model in enumerate(SLOW):
+        # each column shows what its upstream sent before it saw the disconnect, and no
+        # late chunk has replaced "stopped" since
+        shown = answers[n].inner_text().split()
+        assert 3 <= len(shown) <= gone[model].events_sent < 30, (model, shown)
+        assert shown == prompt.split()[: len(shown)]
+        expect(page.locator(f"#arena-stats-{n}")).to_contain_text("stopped")
+        expect(page.locator(f"#arena-stats-{n}")).not_to_contain_text("finished")
     assert len(upstream.requests) == len(SLOW)
-    assert watch.errors == [] and watch.external == [], (watch.errors, watch.external)
 
 
 def test_a_column_shows_its_thought_open_while_the_model_thinks_then_collapsed(
-    browser: Browser, arena_url: str, thinking: tuple[str, ThinkingUpstream]
+    page: Page, arena_url: str, thinking: tuple[str, ThinkingUpstream]
 ) -> None:
     upstream = thinking[1]
     upstream.hold()  # the stream stops after its reasoning until the test lets it answer
-    with watched_page(browser) as (page, watch):
-        page.goto(f"{arena_url}/ui/arena")
-        expect(page.locator("#arena-model-2 input")).not_to_have_value("", timeout=WAIT_MS)
-        pick(page, "#arena-model-2", "think/think")
-        page.fill("#arena-prompt textarea", "Is 2 + 2 four?")
-        page.click("#arena-send")
-        thought = page.locator("#arena-answer-1 details")
-        expect(thought.locator("summary")).to_have_text("Thinking…", timeout=WAIT_MS)
-        expect(thought).to_have_attribute("open", "")
-        expect(thought).to_contain_text(THOUGHT, timeout=WAIT_MS)
-        expect(page.locator("#arena-stats-1")).not_to_contain_text("finished")
+    page.goto(f"{arena_url}/ui/arena")
+    expect(page.locator("#arena-model-2 input")).not_to_have_value("", timeout=WAIT_MS)
+    pick(page, "#arena-model-2", "think/think")
+    page.fill("#arena-prompt textarea", "Is 2 + 2 four?")
+    page.click("#arena-send")
+    thought = page.locator("#arena-answer-1 details")
+    expect(thought.locator("summary")).to_have_text("Thinking…", timeout=WAIT_MS)
+    expect(thought).to_have_attribute("open", "")
+    expect(thought).to_contain_text(THOUGHT, timeout=WAIT_MS)
+    expect(page.locator("#arena-stats-1")).not_to_contain_text("finished")
 
-        upstream.answer()
-        expect(page.locator("#arena-stats-1")).to_contain_text("finished", timeout=WAIT_MS)
-        expect(thought.locator("summary")).to_contain_text("Thought for")
-        expect(thought.get_by_text(THOUGHT)).to_be_hidden()
-        answer = page.locator("#arena-answer-1")
-        expect(answer.locator("strong", has_text="answer")).to_be_visible()  # markdown, below
-        expect(answer.locator("pre code", has_text="print(4)")).to_be_visible()
-    assert watch.errors == [] and watch.external == [], (watch.errors, watch.external)
+    upstream.answer()
+    expect(page.locator("#arena-stats-1")).to_contain_text("finished", timeout=WAIT_MS)
+    expect(thought.locator("summary")).to_contain_text("Thought for")
+    expect(thought.get_by_text(THOUGHT)).to_be_hidden()
+    answer = page.locator("#arena-answer-1")
+    expect(answer.locator("strong", has_text="answer")).to_be_visible()  # markdown, below
+    expect(answer.locator("pre code", has_text="print(4)")).to_be_visible()

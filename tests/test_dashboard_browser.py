@@ -27,7 +27,7 @@ from playwright.sync_api import Page, expect
 import ui
 from gateway.app import create_app
 from tests.conftest import fault_provider, sdk, settings
-from tests.support.browser import CHROMIUM, WAIT_MS, chromium, watched_page
+from tests.support.browser import WAIT_MS, chromium, needs_chromium, watched_page
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.services import Admin
@@ -36,10 +36,7 @@ from webui import dashboard
 ADMIN_KEY = "admin-key-for-the-dashboard-0123456789"
 MESSAGE = [{"role": "user", "content": "one two three four"}]
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture

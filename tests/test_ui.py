@@ -25,6 +25,7 @@ from PIL import Image
 import ui
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.conftest import fault_provider
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
 from webui.chat import mark_stopped
@@ -103,13 +104,11 @@ def open_gateway(fault_upstream: tuple[str, FaultUpstream]) -> Iterator[str]:
     upstream_url, _ = fault_upstream
     providers = {
         "echo": {"type": "echo", "chunk_delay_ms": 20},
-        "fault": {
-            "type": "openai",
-            "base_url": upstream_url,
-            "api_key": "sk-upstream",
-            "models": ["slow:200", "error-frame:3", "echo-request", "ok", "reasoning", "tools"],
-            "max_retries": 0,
-        },
+        "fault": fault_provider(
+            upstream_url,
+            models=["slow:200", "error-frame:3", "echo-request", "ok", "reasoning", "tools"],
+            max_retries=0,
+        ),
         "down": {
             "type": "openai",
             "base_url": f"http://127.0.0.1:{free_port()}/v1",

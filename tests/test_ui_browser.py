@@ -15,38 +15,28 @@ monotonic clock from just before the action to the upstream seeing the disconnec
 
 from __future__ import annotations
 
-import os
-import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
+from tests.conftest import fault_provider
+from tests.support.browser import (
+    DISCONNECT_WITHIN_S,
+    VIEWPORT,
+    assert_screenshot,
+    chromium,
+    needs_chromium,
+    screenshot_path,
+)
 from tests.support.fault_upstream import FaultUpstream
 from tests.test_ui import gateway_with_ui, words
 
-CHROMIUM = Path("/usr/bin/chromium")
-README_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "ui-streaming.png"
-UPDATE_SCREENSHOTS = "LLM_GATEWAY_UPDATE_SCREENSHOTS"
-VIEWPORT: ViewportSize = {"width": 1280, "height": 760}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WAIT_MS = 15_000  # generous: a busy 2-core CI machine, with chromium on it
-DISCONNECT_WITHIN_S = 1.0  # what the UI promises; the measured delay is milliseconds
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
+pytestmark = needs_chromium
 
 INPUT = "#chat textarea[data-testid=textbox]"
 BOT = "#chat [data-testid=bot]"
@@ -55,34 +45,10 @@ STOP = "#chat button.stop-button"  # the multimodal textbox has no test id on it
 
 @pytest.fixture
 def page() -> Iterator[Page]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
-            page.set_default_timeout(WAIT_MS)
-            yield page
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def screenshot_path(tmp_path: Path) -> Path:
-    """Where to save the screenshot: the README's image only when asked to update it."""
-    if os.environ.get(UPDATE_SCREENSHOTS) == "1":
-        README_SCREENSHOT.parent.mkdir(exist_ok=True)
-        return README_SCREENSHOT
-    return tmp_path / README_SCREENSHOT.name
-
-
-def assert_screenshot(path: Path) -> None:
-    """A PNG of the whole viewport, with more in it than an empty page."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    assert data[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (VIEWPORT["width"], VIEWPORT["height"])
-    # an empty page of this size compresses to a few KB; the streaming chat is ~60 KB
-    assert len(data) > 20_000, f"{path} is only {len(data)} bytes: a blank page?"
+    with chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(WAIT_MS)
+        yield page
 
 
 def send(page: Page, message: str) -> None:
@@ -94,18 +60,13 @@ def test_reply_streams_in_and_stop_ends_it_upstream(
     page: Page,
     fault_upstream: tuple[str, FaultUpstream],
     upstream: FaultUpstream,
-    screenshot_path: Path,
+    tmp_path: Path,
 ) -> None:
     providers = {
         "echo": {"type": "echo", "chunk_delay_ms": 60},
-        "fault": {
-            "type": "openai",
-            "base_url": fault_upstream[0],
-            "api_key": "sk-upstream",
-            "models": ["slow:200"],
-            "max_retries": 0,
-        },
+        "fault": fault_provider(fault_upstream[0], models=["slow:200"], max_retries=0),
     }
+    shot = screenshot_path("ui-streaming.png", tmp_path)
     with gateway_with_ui(providers=providers) as url:
         page.goto(f"{url}/ui/")
         model = page.locator("#model input")
@@ -117,8 +78,8 @@ def test_reply_streams_in_and_stop_ends_it_upstream(
         reply = page.locator(BOT).first
         expect(reply).to_contain_text("w3 ", timeout=WAIT_MS)
         assert "w39" not in reply.inner_text(), "the reply came in one piece, not streamed"
-        page.screenshot(path=str(screenshot_path))
-        assert_screenshot(screenshot_path)
+        page.screenshot(path=str(shot))
+        assert_screenshot(shot)  # the streaming chat is ~60 KB
         expect(page.locator(BOT).filter(has_text="tok/s")).to_have_count(1, timeout=WAIT_MS)
         expect(reply).to_have_text(first, timeout=WAIT_MS)
 

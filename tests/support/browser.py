@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from playwright.sync_api import Browser, Page, Route, ViewportSize, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,6 +34,13 @@ CHROMIUM_ARGS = [
 ]
 WAIT_MS = 20_000  # generous: a busy 2-core CI machine, with chromium on it
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
+DISCONNECT_WITHIN_S = 1.0  # what the UI promises for Stop; the measured delay is milliseconds
+
+# every browser test module's ``pytestmark``: without the system chromium there is nothing to drive
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
+)
 
 
 @contextlib.contextmanager
