@@ -12,13 +12,10 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.support.browser import CHROMIUM, WAIT_MS, chromium, watched_page
+from tests.support.browser import WAIT_MS, chromium, needs_chromium, watched_page
 from tests.test_ui import KEY, gateway_with_ui
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
+pytestmark = needs_chromium
 
 # page path -> an element that only shows once the page works (filled from the gateway)
 PAGES = {
