@@ -48,6 +48,9 @@ class Call:
     cause: str | None = None  # why the last attempt failed, with the transport's reason
     client_left: bool = False  # the client went away before the answer was complete
     attempt_started_at: float | None = None  # perf_counter() when the current attempt began
+    # Micro-USD charged and whether the model had a price, once a virtual key's request is
+    # settled (the ledger bills the same figure, not a second lookup).
+    cost: tuple[int, bool] | None = None
     trace: Any = None  # the tracing observer's state for this request (None when tracing is off)
 
     @property

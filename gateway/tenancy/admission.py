@@ -386,13 +386,14 @@ class Ticket:
             usage = call.usage = Usage(
                 input_tokens=self.tokens_in, output_tokens=self.tokens_out, source="estimated"
             )
+        rate = self.tenancy.prices.rate_of(call.deployment, call.model)
         tokens = 0
         micro_usd = 0
         if usage is not None:
             tokens = usage.input_tokens + usage.output_tokens
-            rate = self.tenancy.prices.rate_of(call.deployment, call.model)
             if rate is not None:
                 micro_usd = rate.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+        call.cost = (micro_usd, rate is not None)  # what the ledger bills
         try:
             await self.tenancy.limiter.settle(self.ask, tokens, micro_usd)
         except Exception as exc:  # the limiter queues or expires what it cannot settle

@@ -36,7 +36,10 @@ WRITE_TIMEOUT = 10.0
 
 
 def request_cost(prices: Prices, call: Call) -> tuple[int, bool]:
-    """Micro-USD for what ``call`` used (0 when nothing was used) and whether it was priced."""
+    """Micro-USD for what ``call`` used (0 when nothing was used) and whether it was priced:
+    what its settlement charged, when it had one."""
+    if call.cost is not None:
+        return call.cost
     rate = prices.rate_of(call.deployment, call.model)
     usage = call.usage
     if rate is None or usage is None:

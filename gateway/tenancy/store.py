@@ -10,6 +10,7 @@ thread hop is paid once per batch rather than per row.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ _SQLITE_VARIABLES = 32_000  # SQLite >= 3.32 takes 32,766 parameters per stateme
 # Rows per statement at most: measured (instructions per row, all threads), 64-row statements
 # cost no more than 1,000-row ones, and keep each hold of the GIL (binding) short.
 _SQLITE_ROWS = 64
+_flatten = itertools.chain.from_iterable
 _KEY_COLUMNS = (
     "id, name, prefix, last4, created_at, models, rpm, tpm, max_parallel, budget_micro_usd, "
     "budget_tokens, budget_period, expires_at, revoked_at, metadata"
@@ -198,7 +200,9 @@ class SqliteEngine:
                         count //= 2
                     chunk = rows[start : start + count]
                     start += count
-                    db.execute(statement(count), [v for row in chunk for v in row])
+                    # Flattened in C: a comprehension would run ~2 bytecodes a value, holding
+                    # the GIL the event loop wants.
+                    db.execute(statement(count), list(_flatten(chunk)))
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
