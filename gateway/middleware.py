@@ -7,7 +7,6 @@ FastAPI route, passes through the same instances, so state kept by a layer is ke
 from __future__ import annotations
 
 import hmac
-import os
 import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
@@ -17,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.asgi import header, send_anthropic_error, send_error
 from gateway.errors import APIError, AuthenticationError, InvalidRequest
+from gateway.ids import random_hex
 from gateway.observe import CALL_SCOPE_KEY, Call, Observers
 from gateway.tenancy.admission import TENANT_SCOPE_KEY, Tenancy
 
@@ -43,7 +43,7 @@ class RequestContext:
         if given is not None and _SANE_REQUEST_ID.fullmatch(given):
             request_id = given.decode("ascii")
         else:
-            request_id = os.urandom(16).hex()  # as random as uuid4().hex, at a third of the cost
+            request_id = random_hex()  # as random as uuid4().hex, without a system call
         client = scope.get("client")
         call = Call(
             request_id=request_id,

@@ -34,7 +34,7 @@ class Watchdog:
 
     def __init__(self, *, idle: float | None, total: float | None) -> None:
         self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)  # with no loop it looks it up again (getpid)
         assert task is not None
         self._task = task
         now = self._loop.time()

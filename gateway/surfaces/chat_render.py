@@ -9,12 +9,12 @@ carry the gateway's own per-choice index.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import orjson
 
+from gateway.ids import random_hex
 from providers.base import Chunk, Delta, ToolCallDelta, Usage
 
 DONE = b"data: [DONE]\n\n"
@@ -27,7 +27,7 @@ _TEXT0_TAIL = b'},"finish_reason":null,"logprobs":null}]}\n\n'
 
 
 def completion_id() -> str:
-    return "chatcmpl-" + os.urandom(16).hex()
+    return "chatcmpl-" + random_hex()
 
 
 def render_usage(usage: Usage) -> dict[str, Any]:

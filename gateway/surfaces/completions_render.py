@@ -7,12 +7,12 @@ objects share one shape, so the aggregate is the chunks' choices joined per inde
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import orjson
 
+from gateway.ids import random_hex
 from gateway.surfaces.chat_render import render_usage
 from providers.base import Usage
 
@@ -23,7 +23,7 @@ class CompletionRenderer:
     __slots__ = ("_prefix", "created", "id", "model")
 
     def __init__(self, *, model: str) -> None:
-        self.id = "cmpl-" + os.urandom(16).hex()
+        self.id = "cmpl-" + random_hex()
         self.created = int(time.time())
         self.model = model
         head = orjson.dumps(

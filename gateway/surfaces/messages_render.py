@@ -18,12 +18,12 @@ so both modes say the same thing.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 import orjson
 
 from gateway.errors import APIError, anthropic_error
+from gateway.ids import random_hex
 from gateway.surfaces.messages_ids import join_tool_id, tag_signature
 from providers.anthropic_stream import STOP_REASONS
 from providers.base import Chunk, Delta, ToolCallDelta, Usage
@@ -106,7 +106,7 @@ class MessageRenderer:
     def __init__(
         self, *, model: str, input_estimate: int, signer: str | None, collect: bool = False
     ) -> None:
-        self.id = "msg_" + uuid.uuid4().hex
+        self.id = "msg_" + random_hex()
         self.model = model
         self.input_estimate = input_estimate
         self.signer = signer
@@ -265,7 +265,7 @@ class MessageRenderer:
             if call.extra:
                 google = call.extra.get("extra_content", {}).get("google", {})
                 signature = google.get("thought_signature") if isinstance(google, dict) else None
-            call_id = join_tool_id(call.id or "toolu_" + uuid.uuid4().hex[:24], signature)
+            call_id = join_tool_id(call.id or "toolu_" + random_hex(12), signature)
             block = {"type": "tool_use", "id": call_id, "name": call.name or "", "input": {}}
             index, started = self._open_block(block)
             self._tools[call.index] = index

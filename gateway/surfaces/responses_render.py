@@ -23,12 +23,12 @@ signature) rides in a reasoning item right before it.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import orjson
 
 from gateway.errors import APIError
+from gateway.ids import random_hex
 from gateway.surfaces import responses_reasoning
 from gateway.surfaces.responses_reasoning import Reasoning
 from gateway.surfaces.responses_request import ResponsesRequest
@@ -44,7 +44,7 @@ FAILED_CODES = frozenset(
 
 
 def _id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{random_hex()}"
 
 
 def render_usage(usage: Usage) -> dict[str, Any]:
