@@ -16,6 +16,7 @@ import orjson
 MEDIA_TOKENS = 2_000
 PER_MESSAGE = 4
 PER_REQUEST = 3
+_SCHEMAS = ("tools", "functions", "response_format")
 _MEDIA_TYPES = frozenset({"image_url", "input_audio", "file", "input_image", "input_file"})
 
 
@@ -48,7 +49,8 @@ def chat_tokens(body: dict[str, Any]) -> int:
             )
         else:
             total += text_tokens(message)
-    for name in ("tools", "functions", "response_format"):
-        if body.get(name) is not None:  # schemas: their keys are read too
-            total += len(orjson.dumps(body[name]))
+    if "tools" in body or "functions" in body or "response_format" in body:
+        for name in _SCHEMAS:
+            if body.get(name) is not None:  # schemas: their keys are read too
+                total += len(orjson.dumps(body[name]))
     return total

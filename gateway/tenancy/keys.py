@@ -36,12 +36,14 @@ def key_digest(pepper: bytes, secret: bytes) -> str:
     return hmac.digest(pepper, secret, "sha256").hex()
 
 
+_PREFIX = KEY_PREFIX.encode()
+_KEY_LENGTH = len(KEY_PREFIX) + _SECRET_CHARS
+
+
 def looks_like_key(token: bytes) -> bool:
     """Cheap shape check, so a typo or a static key costs no database lookup."""
     return (
-        len(token) == len(KEY_PREFIX) + _SECRET_CHARS
-        and token.startswith(KEY_PREFIX.encode())
-        and token[len(KEY_PREFIX) :].isalnum()
+        len(token) == _KEY_LENGTH and token.startswith(_PREFIX) and token[len(_PREFIX) :].isalnum()
     )
 
 

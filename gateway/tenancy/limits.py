@@ -147,12 +147,14 @@ class LocalLimiter:
         rpm_tat = tpm_tat = 0.0
         if rpm is not None:
             ok, rpm_tat, wait, left = gcra(state.rpm_tat, now, rpm, 1)
-            verdict.requests_remaining, verdict.requests_reset = left, _after(rpm_tat, now)
+            verdict.requests_remaining = left
+            verdict.requests_reset = rpm_tat - now if rpm_tat > now else 0.0
             if not ok:
                 return _deny(verdict, "rpm", wait)
         if tpm is not None:
             ok, tpm_tat, wait, left = gcra(state.tpm_tat, now, tpm, ask.tokens)
-            verdict.tokens_remaining, verdict.tokens_reset = left, _after(tpm_tat, now)
+            verdict.tokens_remaining = left
+            verdict.tokens_reset = tpm_tat - now if tpm_tat > now else 0.0
             if not ok:
                 return _deny(verdict, "tpm", wait)
         if parallel is not None and len(state.in_flight) >= parallel:
@@ -202,11 +204,6 @@ class LocalLimiter:
 
     async def aclose(self) -> None:
         return None
-
-
-def _after(tat: float, now: float) -> float:
-    """Seconds from ``now`` to ``tat`` (0 when past)."""
-    return tat - now if tat > now else 0.0
 
 
 def _deny(verdict: Verdict, reason: str, wait: float) -> Verdict:
