@@ -2,7 +2,7 @@
 no tenancy, no ledger) against a gateway with a virtual key (RPM, TPM and a budget on, never
 reached) and the SQLite ledger.
 
-    .venv/bin/python bench/tenancy_cost.py [--rounds 5] [--duration 4] [-c 32] [--redis]
+    .venv/bin/python bench/tenancy_cost.py [--rounds 5] [--duration 4] [-c 32] [--redis] [--no-pin]
 
 The gateways run side by side in front of the bench's mock upstream and are loaded one at a
 time, the arms interleaved round by round (static, virtual[, redis]) so that a noisy machine
@@ -10,6 +10,11 @@ disturbs them alike; the ratios are taken per round. ``--redis`` adds an arm on 
 gateway that shares its counters through a ``redis-server`` the script starts (Debian's;
 tests/setup-services.sh installs it). Prints one JSON object: per-round figures, and the
 median ratio of each arm to the static one.
+
+As in ``run.py``, each gateway runs on the target CPU (0) and the mock, the load generator
+and Redis on the rig's (1), so that a gateway's threads (the ledger's SQLite writer) are
+charged to its own CPU rather than slowing the load generator; ``--no-pin`` lets the
+scheduler place everything (the figure then also depends on how the rig shares its CPU).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -92,7 +98,8 @@ def load(a: argparse.Namespace, port: int, key: str, pid: int) -> dict[str, Any]
     """One arm's load; ``threads`` is the share of the gateway's CPU time spent off its event
     loop's thread (the SQLite threads), over the whole run (warm-up included)."""
     before = thread_ticks(pid)
-    argv = [sys.executable, str(BENCH / "loadgen.py"), "--url", f"http://127.0.0.1:{port}"]
+    argv = ["taskset", "-c", a.rig_cpu] if a.pin else []
+    argv += [sys.executable, str(BENCH / "loadgen.py"), "--url", f"http://127.0.0.1:{port}"]
     argv += ["--cpu-pid", str(pid)]
     argv += ["--model", "mock/mock", "-c", str(a.concurrency), "-n", "1000000"]
     argv += ["-d", str(a.duration), "--grace", "5", "--api-key", key, "--warmup", "2"]
@@ -108,13 +115,15 @@ def load(a: argparse.Namespace, port: int, key: str, pid: int) -> dict[str, Any]
     return out
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_redis(workdir: Path, cpu: str | None) -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server not found: run tests/setup-services.sh")
     port = free_port()
+    argv = ["taskset", "-c", cpu] if cpu else []
+    argv += [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
+        [*argv, "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -129,28 +138,38 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=4.0, help="seconds per arm per round")
     ap.add_argument("-c", "--concurrency", type=int, default=32)
     ap.add_argument("--redis", action="store_true", help="add an arm with shared counters")
+    ap.add_argument("--target-cpu", default="0", help="CPU of the gateways")
+    ap.add_argument("--rig-cpu", default="1", help="CPU of the mock, load generator and Redis")
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not use taskset")
     a = ap.parse_args()
+    if a.pin and len(os.sched_getaffinity(0)) < 2:
+        log("fewer than 2 CPUs available: running without pinning")
+        a.pin = False
+    if a.pin:  # this script stays off the gateways' CPU
+        os.sched_setaffinity(0, {int(a.rig_cpu.split(",")[0].split("-")[0])})
+    target = a.target_cpu if a.pin else None
+    rig = a.rig_cpu if a.pin else None
     work = Path(tempfile.mkdtemp(prefix="tenancy-cost-"))
     env = base_env()
     mock = mock_proc(free_port())
     procs: list[Proc] = [mock]
     redis: subprocess.Popen[bytes] | None = None
     try:
-        mock.start(None, env, work, 30)
+        mock.start(rig, env, work, 30)
         plain = gateway("static", free_port(), mock.port, work, teams=False, redis_url=None)
         teams = gateway("virtual", free_port(), mock.port, work, teams=True, redis_url=None)
         for proc in (plain, teams):
             procs.append(proc)
-            proc.start(None, env, work, 30)
+            proc.start(target, env, work, 30)
         arms: dict[str, tuple[Proc, str]] = {
             "static": (plain, API_KEY),
             "virtual": (teams, virtual_key(teams.port)),
         }
         if a.redis:
-            redis, redis_url = start_redis(work)
+            redis, redis_url = start_redis(work, rig)
             shared = gateway("redis", free_port(), mock.port, work, teams=True, redis_url=redis_url)
             procs.append(shared)
-            shared.start(None, env, work, 30)
+            shared.start(target, env, work, 30)
             arms["virtual+redis"] = (shared, virtual_key(shared.port))
         rounds: list[dict[str, dict[str, float]]] = []
         for i in range(a.rounds):
@@ -191,7 +210,8 @@ def main() -> None:
             for name in arms
             if name != "static"
         }
-        print(json.dumps({"rounds": rounds, "median_ratio_to_static": ratios}, indent=2))
+        out = {"pinned": a.pin, "rounds": rounds, "median_ratio_to_static": ratios}
+        print(json.dumps(out, indent=2))
     finally:
         for proc in reversed(procs):
             proc.stop()
