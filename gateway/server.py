@@ -12,7 +12,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from gateway.asgi import DISCONNECT_SCOPE_KEY, DisconnectSignal
 from gateway.errors import InvalidRequest
-from gateway.response_cycle import GatewayCycle
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
@@ -98,10 +97,6 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._head_bytes = None
         super().on_headers_complete()
         if self.cycle is not None:  # its task has not run yet: the scope is still ours
-            # Its send, bound when the task first runs, becomes GatewayCycle's (same
-            # attributes: uvicorn creates the cycle, this only swaps the class's methods).
-            self.cycle.__class__ = GatewayCycle
-            cast(GatewayCycle, self.cycle)._loop = self.loop
             signal = _scope(self.cycle)[DISCONNECT_SCOPE_KEY] = DisconnectSignal()
             self._signals.append(signal)
         self._stop_body_deadline()
