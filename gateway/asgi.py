@@ -54,22 +54,12 @@ class DisconnectSignal:
                 callback()
 
 
-# Where header() keeps a request's headers by name, made on its first call.
-_HEADERS_BY_NAME = "llm_gateway.headers_by_name"
-
-
 def header(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of a request header (``name`` in lower case).
-
-    A request's headers are looked up four to six times on its way (request id, key,
-    content type and length, ...): they are put in a dict once (in C, the first value of a
-    repeated name winning), where a scan of the list each time cost ~5 % of a request's
-    bytecodes. Nothing in the gateway changes a request's headers after they arrive."""
-    by_name: dict[bytes, bytes] | None = scope.get(_HEADERS_BY_NAME)
-    if by_name is None:
-        by_name = scope[_HEADERS_BY_NAME] = dict(reversed(scope["headers"]))
-    value = by_name.get(name)
-    return None if value is None else bytes(value)
+    """The first value of a request header (``name`` in lower case)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 async def read_body(scope: Scope, receive: Receive, *, limit: int) -> bytes:
