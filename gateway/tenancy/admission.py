@@ -267,13 +267,17 @@ class Tenancy:
     def _tag(self, secret: bytes) -> bytes:
         return hashlib.blake2b(secret, key=self._tag_key, digest_size=16).digest()
 
-    def remember(self, secret: bytes, key: KeyRecord | None) -> Tenant | None:
-        """A key this process created or looked up: valid here at once, for
-        ``key_cache_seconds``."""
+    def remember(
+        self, secret: bytes, key: KeyRecord | None, *, tag: bytes | None = None
+    ) -> Tenant | None:
+        """A key this process created or looked up (``tag``: the secret's, when known):
+        valid here at once, for ``key_cache_seconds``."""
         if key is None and len(self._cache) >= _NEGATIVE_CACHE:
             self._cache.clear()
         tenant = None if key is None else Tenant(self, key)
-        self._cache[self._tag(secret)] = (time.monotonic() + self.cache_seconds, tenant)
+        if tag is None:
+            tag = self._tag(secret)
+        self._cache[tag] = (time.monotonic() + self.cache_seconds, tenant)
         return tenant
 
     def forget(self, key_id: str) -> None:
@@ -286,12 +290,13 @@ class Tenancy:
         when the database cannot say."""
         if not looks_like_key(token):
             return AuthenticationError("Invalid API key")
-        cached = self._cache.get(self._tag(token))
+        tag = self._tag(token)
+        cached = self._cache.get(tag)
         if cached is not None and cached[0] > time.monotonic():
             tenant = cached[1]
         else:
             try:
-                tenant = await self._lookup(token)
+                tenant = await self._lookup(token, tag)
             except Exception as exc:
                 logger.error("key lookup failed: %s", type(exc).__name__)
                 return ServiceUnavailable(
@@ -308,9 +313,8 @@ class Tenancy:
                 return AuthenticationError(f"This API key is {state}", code=f"api_key_{state}")
         return tenant
 
-    async def _lookup(self, secret: bytes) -> Tenant | None:
+    async def _lookup(self, secret: bytes, tag: bytes) -> Tenant | None:
         """One database read per key at a time, however many requests wait for it."""
-        tag = self._tag(secret)
         pending = self._lookups.get(tag)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -319,7 +323,7 @@ class Tenancy:
         try:
             await self.ready()
             key = await self.store.key_by_digest(self.digest(secret))
-            tenant = self.remember(secret, key)
+            tenant = self.remember(secret, key, tag=tag)
             future.set_result(tenant)
             return tenant
         except BaseException as exc:
