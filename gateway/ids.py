@@ -1,8 +1,8 @@
 """Random identifiers (request ids, completion and message ids) without a system call each.
 
-``os.urandom`` is a ``getrandom`` system call; two or three ids a request made it ~1 % of a
-request's time. Here the bytes come from ``os.urandom`` 4 KiB at a time and are handed out
-16 at a time: as random as before, one call per 256 ids. A forked child starts on fresh
+``os.urandom`` is a ``getrandom`` system call, and a request makes two or three ids (strace:
+two calls a chat completion). Here the bytes come from ``os.urandom`` 4 KiB at a time and are
+handed out 16 at a time: as random as before, one call per 256 ids. A forked child starts on fresh
 bytes (it would otherwise hand out its parent's next ids).
 """
 
