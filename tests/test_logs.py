@@ -4,12 +4,15 @@ lines carry its fields — never a key."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.logs import TEXT_FORMAT, JsonFormatter, TextFormatter
 from tests.conftest import fault_provider, post_chat, sdk
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import GATEWAY, free_port, spawn
@@ -88,3 +91,17 @@ def _one(records: list[dict[str, Any]], match: Any) -> dict[str, Any]:
 
 def _env(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def test_the_formatters_write_the_time_as_logging_does_each_second_once() -> None:
+    """The seconds are formatted once a second: the lines read as logging's own formatter (text)
+    and the ISO form (JSON) write them, across second boundaries and out of order."""
+    text, json_lines, reference = TextFormatter(), JsonFormatter(), logging.Formatter(TEXT_FORMAT)
+    base = 1_780_000_000.0
+    for offset in (0.0, 0.004, 0.999, 1.0, 1.5, 0.25, 86_400.123, 3_600.9995, 2.0):
+        record = logging.LogRecord("gateway.access", logging.INFO, "", 0, "a line", None, None)
+        record.created = base + offset
+        record.msecs = (record.created - int(record.created)) * 1000
+        assert text.format(record) == reference.format(record)
+        iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        assert json.loads(json_lines.format(record))["time"] == f"{iso}.{int(record.msecs):03d}Z"
