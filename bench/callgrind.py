@@ -1,0 +1,232 @@
+"""Instructions per request, counted by callgrind: the same on a busy machine as on a quiet one.
+
+    .venv/bin/python bench/callgrind.py [--rev REV ...] [--key static|virtual] \\
+        [--workload ns stream1 stream11] [--requests 200] [--env NAME=VALUE ...]
+
+Requests/s on a shared 2-core host move by ±30 % between runs of the same code; the
+instructions a request costs do not. Each arm is one gateway (the working tree, or with
+``--rev`` a git revision's ``gateway/`` and ``providers/`` put first on ``PYTHONPATH``) under
+``valgrind --tool=callgrind`` with instrumentation off. For each workload it sends 20 requests
+to warm up, then counts only around ``--requests`` sequential requests on one keep-alive
+connection (``callgrind_control -i on``, then a dump), every thread included.
+
+Workloads: ``ns`` a non-streamed chat completion; ``stream1`` and ``stream11`` streams of 1 and 11
+chunks 20 ms apart (each chunk its own read, as in the paced-stream bar). From those two the
+script also prints a stream's set-up and end, and each further chunk: the 256-paced-stream bar
+is a wave of set-ups (see the README's Performance section). ``--key virtual`` runs with an
+admin key, a virtual key with limits (never reached) and the SQLite ledger, as
+``tenancy_cost.py`` does. Needs valgrind (``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from targets import BENCH, REPO, free_port, log
+
+ADMIN_KEY = "bench-admin-key-0123456789"
+STATIC_KEY = "k"
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Workload:
+    model: str
+    stream: bool
+
+
+WORKLOADS = {
+    "ns": Workload("mock/mock", False),
+    "stream1": Workload("mock/mock-1-paced-20", True),
+    "stream11": Workload("mock/mock-11-paced-20", True),
+    "stream50": Workload("mock/mock-50", True),  # 50 chunks at once (metrics_callgrind.py)
+}
+
+
+def send(port: int, key: str, workload: Workload, n: int) -> None:
+    body = {"model": workload.model, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300, headers=headers) as c:
+        for _ in range(n):
+            if not workload.stream:
+                reply = c.post("/v1/chat/completions", json=body)
+                assert reply.status_code == 200, reply.text
+                continue
+            with c.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
+                assert s.status_code == 200
+                for _ in s.iter_bytes():
+                    pass
+
+
+def virtual_key(port: int) -> str:
+    reply = httpx.post(
+        f"http://127.0.0.1:{port}/admin/keys",
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        json={
+            "name": "bench",
+            "models": ["mock/*", "mock"],
+            "rpm": 1_000_000_000,
+            "tpm": 1_000_000_000_000,
+            "budget_usd": 1_000_000,
+            "budget_period": "month",
+        },
+        timeout=60,
+    )
+    reply.raise_for_status()
+    key: str = reply.json()["key"]
+    return key
+
+
+def tree(rev: str, tmp: Path) -> Path | None:
+    """The revision's gateway/ and providers/ in a folder (None: the working tree)."""
+    if rev == ".":
+        return None
+    folder = tmp / f"rev-{rev.replace('/', '_')}"
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", rev, "gateway", "providers"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    folder.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the gateway exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise SystemExit("the gateway did not start")
+
+
+def _control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def gateway(
+    name: str, rev: str, key_kind: str, env: list[str], tmp: Path
+) -> Iterator[tuple[int, subprocess.Popen[bytes], str, Path]]:
+    """A mock and a gateway under callgrind: (port, process, API key, callgrind output)."""
+    mock_port, port = free_port(), free_port()
+    models = [w.model.split("/", 1)[1] for w in WORKLOADS.values()]
+    lines = [
+        "GATEWAY_PROVIDERS__MOCK__TYPE=openai",
+        f"GATEWAY_PROVIDERS__MOCK__BASE_URL=http://127.0.0.1:{mock_port}/v1",
+        "GATEWAY_PROVIDERS__MOCK__API_KEY=sk-bench",
+        f"GATEWAY_PROVIDERS__MOCK__MODELS={json.dumps(models)}",
+        f'GATEWAY_API_KEYS=["{STATIC_KEY}"]',
+    ]
+    if key_kind == "virtual":
+        lines += [
+            f"GATEWAY_ADMIN_KEY={ADMIN_KEY}",
+            f"GATEWAY_DATABASE_URL=sqlite:///{tmp / (name + '.db')}",
+            'GATEWAY_PRICES={"mock/mock": {"input": 0.15, "output": 0.6}}',
+        ]
+    env_file = tmp / f"{name}.env"
+    env_file.write_text("\n".join([*lines, *env]) + "\n")
+    source = tree(rev, tmp)
+    out = tmp / f"{name}.callgrind"
+    run_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if source is not None:
+        run_env["PYTHONPATH"] = str(source)
+    mock = subprocess.Popen(
+        [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(mock_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    proc = subprocess.Popen(
+        [
+            *("valgrind", "--tool=callgrind", "--instr-atstart=no"),
+            f"--callgrind-out-file={out}",
+            *(sys.executable, str(VENV_BIN / "llm-gateway"), "--no-ui"),
+            *("--host", "127.0.0.1", "--port", str(port), "--env-file", str(env_file)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp,
+        env=run_env,
+    )
+    try:
+        wait_ready(port, proc, 300)
+        key = virtual_key(port) if key_kind == "virtual" else STATIC_KEY
+        yield port, proc, key, out
+    finally:
+        proc.terminate()
+        mock.terminate()
+        proc.wait(120)
+        mock.wait(30)
+
+
+def measure(
+    name: str, rev: str, key_kind: str, env: list[str], workloads: dict[str, int], tmp: Path
+) -> dict[str, float]:
+    """Instructions per request of each workload (name: requests), on one gateway."""
+    counts: dict[str, float] = {}
+    with gateway(name, rev, key_kind, env, tmp) as (port, proc, key, out):
+        for index, (workload, n) in enumerate(workloads.items(), start=1):
+            send(port, key, WORKLOADS[workload], 20)  # warm: imports, caches, connections
+            _control("-i", "on", str(proc.pid))
+            send(port, key, WORKLOADS[workload], n)
+            if key_kind == "virtual":
+                time.sleep(1.2)  # the ledger's batch, written every 0.5 s, is counted too
+            _control("-d", str(proc.pid))
+            _control("-i", "off", str(proc.pid))
+            dump = Path(f"{out}.{index}")  # its "totals": the "summary" line is not per part
+            found = re.search(r"^totals: (\d+)", dump.read_text(errors="replace"), re.M)
+            if found is None:
+                raise SystemExit(f"no callgrind totals in {dump}")
+            counts[workload] = int(found.group(1)) / n
+            log(f"{name}: {workload}: {counts[workload] / 1000:.0f} K instructions a request")
+    return counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rev", action="append", help="git revision to measure (. = working tree)")
+    ap.add_argument("--key", choices=["static", "virtual"], default="static")
+    ap.add_argument("--workload", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS)[:3])
+    ap.add_argument("--requests", type=int, default=200, help="per workload (streams: fewer)")
+    ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway")
+    a = ap.parse_args()
+    revs = a.rev or ["."]
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="callgrind-") as name:
+        tmp = Path(name)
+        # Streams take their time upstream (20 ms a chunk): fewer of them.
+        plan = {w: a.requests if w == "ns" else max(10, a.requests // 5) for w in a.workload}
+        for i, rev in enumerate(revs):
+            label = "working tree" if rev == "." else rev
+            results[label] = measure(f"arm{i}", rev, a.key, a.env, plan, tmp)
+    print(f"K instructions a request ({a.key} key):")
+    for label, counts in results.items():
+        row = ", ".join(f"{w} {c / 1000:.0f}" for w, c in counts.items())
+        if "stream1" in counts and "stream11" in counts:
+            chunk = (counts["stream11"] - counts["stream1"]) / 10
+            row += f"; a stream's set-up and end {(counts['stream1'] - chunk) / 1000:.0f}"
+            row += f", each chunk {chunk / 1000:.1f}"
+        print(f"  {label}: {row}")
+
+
+if __name__ == "__main__":
+    main()
