@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from targets import BENCH, REPO, free_port, log
+from targets import BENCH, REPO, free_port, log, teams_env, virtual_key
 
-ADMIN_KEY = "bench-admin-key-0123456789"
 STATIC_KEY = "k"
 VENV_BIN = Path(sys.executable).parent
 
@@ -70,25 +69,6 @@ def send(port: int, key: str, workload: Workload, n: int) -> None:
                 assert s.status_code == 200
                 for _ in s.iter_bytes():
                     pass
-
-
-def virtual_key(port: int) -> str:
-    reply = httpx.post(
-        f"http://127.0.0.1:{port}/admin/keys",
-        headers={"authorization": f"Bearer {ADMIN_KEY}"},
-        json={
-            "name": "bench",
-            "models": ["mock/*", "mock"],
-            "rpm": 1_000_000_000,
-            "tpm": 1_000_000_000_000,
-            "budget_usd": 1_000_000,
-            "budget_period": "month",
-        },
-        timeout=60,
-    )
-    reply.raise_for_status()
-    key: str = reply.json()["key"]
-    return key
 
 
 def tree(rev: str, tmp: Path) -> Path | None:
@@ -138,11 +118,7 @@ def gateway(
         f'GATEWAY_API_KEYS=["{STATIC_KEY}"]',
     ]
     if key_kind == "virtual":
-        lines += [
-            f"GATEWAY_ADMIN_KEY={ADMIN_KEY}",
-            f"GATEWAY_DATABASE_URL=sqlite:///{tmp / (name + '.db')}",
-            'GATEWAY_PRICES={"mock/mock": {"input": 0.15, "output": 0.6}}',
-        ]
+        lines += teams_env(tmp / (name + ".db"))
     env_file = tmp / f"{name}.env"
     env_file.write_text("\n".join([*lines, *env]) + "\n")
     source = tree(rev, tmp)
@@ -169,7 +145,7 @@ def gateway(
     )
     try:
         wait_ready(port, proc, 300)
-        key = virtual_key(port) if key_kind == "virtual" else STATIC_KEY
+        key = virtual_key(port, timeout=120) if key_kind == "virtual" else STATIC_KEY
         yield port, proc, key, out
     finally:
         proc.terminate()

@@ -116,6 +116,46 @@ def base_env() -> dict[str, str]:
     return env
 
 
+ADMIN_KEY = "bench-admin-key-0123456789"
+
+
+def teams_env(database: Path) -> list[str]:
+    """Env-file lines of a gateway with virtual keys: an admin key, the SQLite ledger, a price."""
+    return [
+        f"GATEWAY_ADMIN_KEY={ADMIN_KEY}",
+        f"GATEWAY_DATABASE_URL=sqlite:///{database}",
+        'GATEWAY_PRICES={"mock/mock": {"input": 0.15, "output": 0.6}}',
+    ]
+
+
+def virtual_key(port: int, timeout: float = 10.0) -> str:
+    """A new virtual key with every limit on (RPM, TPM, a USD budget), none reachable in a run."""
+    body = {
+        "name": "bench",
+        "models": ["mock/*", "mock"],
+        "rpm": 1_000_000_000,
+        "tpm": 1_000_000_000_000,
+        "budget_usd": 1_000_000,
+        "budget_period": "month",
+    }
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(
+            "POST",
+            "/admin/keys",
+            body=json.dumps(body),
+            headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"},
+        )
+        reply = conn.getresponse()
+        data = reply.read()
+    finally:
+        conn.close()
+    if reply.status != 201:
+        raise RuntimeError(f"creating a virtual key: {reply.status} {data[:300]!r}")
+    key: str = json.loads(data)["key"]
+    return key
+
+
 def mock_proc(port: int) -> Proc:
     cmd = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(port)]
     return Proc("mock", cmd, port, "/health")

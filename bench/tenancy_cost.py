@@ -32,10 +32,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-from targets import API_KEY, BENCH, MODELS, REPO, Proc, base_env, free_port, log, mock_proc
-
-ADMIN_KEY = "bench-admin-key-0123456789"
+from targets import (
+    API_KEY,
+    BENCH,
+    MODELS,
+    REPO,
+    Proc,
+    base_env,
+    free_port,
+    log,
+    mock_proc,
+    teams_env,
+    virtual_key,
+)
 
 
 def gateway(
@@ -51,37 +60,13 @@ def gateway(
         "GATEWAY_ACCESS_LOG=false",
     ]
     if teams:
-        lines += [
-            f"GATEWAY_ADMIN_KEY={ADMIN_KEY}",
-            f"GATEWAY_DATABASE_URL=sqlite:///{workdir / (name + '.db')}",
-            'GATEWAY_PRICES={"mock/mock": {"input": 0.15, "output": 0.6}}',
-        ]
+        lines += teams_env(workdir / (name + ".db"))
     if redis_url:
         lines.append(f"GATEWAY_REDIS_URL={redis_url}")
     env_file.write_text("\n".join(lines) + "\n")
     exe = REPO / ".venv" / "bin" / "llm-gateway"
     cmd = [str(exe), "--no-ui", "--port", str(port), "--env-file", str(env_file)]
     return Proc(name, cmd, port, "/health")
-
-
-def virtual_key(port: int) -> str:
-    """A key with every limit on, none reachable in the run."""
-    response = httpx.post(
-        f"http://127.0.0.1:{port}/admin/keys",
-        headers={"authorization": f"Bearer {ADMIN_KEY}"},
-        json={
-            "name": "bench",
-            "models": ["mock/*", "mock"],
-            "rpm": 1_000_000_000,
-            "tpm": 1_000_000_000_000,
-            "budget_usd": 1_000_000,
-            "budget_period": "month",
-        },
-        timeout=10,
-    )
-    response.raise_for_status()
-    key: str = response.json()["key"]
-    return key
 
 
 def thread_ticks(pid: int) -> dict[int, int]:
