@@ -51,9 +51,11 @@ def traced_gateway(
     app = create_app(
         settings(providers=providers, breaker_threshold=0, **values), tracer_provider=provider
     )
-    with serve_in_thread(app) as url:
-        yield url, exporter
-    provider.shutdown()
+    try:
+        with serve_in_thread(app) as url:
+            yield url, exporter
+    finally:
+        provider.shutdown()
 
 
 def finished(exporter: InMemorySpanExporter, count: int) -> list[ReadableSpan]:
@@ -226,11 +228,14 @@ def test_the_mounted_ui_is_not_traced() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     app = create_app(settings(), open_prefixes=("/ui",), tracer_provider=provider)
-    with serve_in_thread(app) as url:
-        httpx.get(f"{url}/ui/some/page")
-        httpx.get(f"{url}/ui")
-        assert httpx.get(f"{url}/v1/models").status_code == 200
-        [span] = finished(exporter, 1)
+    try:
+        with serve_in_thread(app) as url:
+            httpx.get(f"{url}/ui/some/page")
+            httpx.get(f"{url}/ui")
+            assert httpx.get(f"{url}/v1/models").status_code == 200
+            [span] = finished(exporter, 1)
+    finally:
+        provider.shutdown()
     assert span.name == "GET"  # a path that is not an API surface does not name the span
     assert (span.attributes or {})["url.path"] == "/v1/models"
     assert len(exporter.get_finished_spans()) == 1
