@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
 from gateway.app import create_app
@@ -79,14 +78,6 @@ def fault_provider(base_url: str, **extra: Any) -> dict[str, Any]:
         "models": ["ok", "any"],
         **extra,
     }
-
-
-def sdk(base_url: str, api_key: str = "unused", **kwargs: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url + "/v1", api_key=api_key, max_retries=0, **kwargs)
-
-
-def async_sdk(base_url: str, api_key: str = "unused", **kwargs: Any) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=base_url + "/v1", api_key=api_key, max_retries=0, **kwargs)
 
 
 def post_chat(base_url: str, body: Any, **kwargs: Any) -> httpx.Response:

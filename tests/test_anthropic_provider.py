@@ -29,7 +29,7 @@ from providers.testing import (
     collect,
     open_provider,
 )
-from tests.conftest import GatewayFactory, post_chat, sdk, sse_data
+from tests.conftest import GatewayFactory, post_chat, sse_data
 from tests.support.anthropic_upstream import (
     REDACTED,
     SIGNATURE,
@@ -38,6 +38,7 @@ from tests.support.anthropic_upstream import (
     AnthropicUpstream,
     serve_anthropic_upstream,
 )
+from tests.support.clients import sdk
 from tests.support.openapi_spec import validate
 from tests.support.servers import free_port
 

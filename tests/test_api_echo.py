@@ -8,7 +8,8 @@ import httpx
 import orjson
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.conftest import async_sdk, post_chat, sdk, sse_data
+from tests.conftest import post_chat, sse_data
+from tests.support.clients import async_sdk, sdk
 from tests.support.openapi_spec import validate
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello  there,\n world "}]

@@ -11,7 +11,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.server import HeaderDeadlineProtocol
-from tests.conftest import sdk, settings
+from tests.conftest import settings
+from tests.support.clients import sdk
 from tests.support.openapi_spec import validate
 from tests.support.servers import serve_in_thread
 

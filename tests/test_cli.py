@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from tests.conftest import sdk
+from tests.support.clients import sdk
 from tests.support.servers import GATEWAY, free_port, spawn
 
 

@@ -16,7 +16,8 @@ import pytest
 from gateway.app import create_app
 from gateway.observe import Call
 from providers.errors import ProviderError
-from tests.conftest import GatewayFactory, sdk, settings, sse_data
+from tests.conftest import GatewayFactory, settings, sse_data
+from tests.support.clients import sdk
 from tests.support.legacy_upstream import LegacyUpstream, serve_legacy_upstream
 from tests.support.openapi_spec import validate
 from tests.support.servers import serve_in_thread

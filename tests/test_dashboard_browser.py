@@ -26,8 +26,9 @@ from playwright.sync_api import Page, expect
 
 import ui
 from gateway.app import create_app
-from tests.conftest import fault_provider, sdk, settings
+from tests.conftest import fault_provider, settings
 from tests.support.browser import WAIT_MS, chromium, needs_chromium, watched_page
+from tests.support.clients import sdk
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.services import Admin

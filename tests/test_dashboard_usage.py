@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from starlette.responses import PlainTextResponse
 
 from gateway.app import create_app
-from tests.conftest import sdk, settings
+from tests.conftest import settings
+from tests.support.clients import sdk
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.services import ADMIN_KEY, Admin
 from webui.dashboard import scrape

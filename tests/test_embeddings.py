@@ -24,7 +24,8 @@ from gateway.routing import Deployment, Policy, Router
 from gateway.surfaces.embeddings import MAX_INPUT_CHARS, MAX_INPUTS, EmbeddingsEndpoint
 from providers.base import ChatRequest, Chunk, Delta
 from providers.errors import ProviderError
-from tests.conftest import GatewayFactory, sdk, settings
+from tests.conftest import GatewayFactory, settings
+from tests.support.clients import sdk
 from tests.support.legacy_upstream import LegacyUpstream, serve_legacy_upstream, upstream_vector
 from tests.support.openapi_spec import validate
 from tests.support.servers import serve_in_thread

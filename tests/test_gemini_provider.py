@@ -32,7 +32,8 @@ from providers.testing import (
     expect_provider_error,
     open_provider,
 )
-from tests.conftest import GatewayFactory, post_chat, sdk, sse_data
+from tests.conftest import GatewayFactory, post_chat, sse_data
+from tests.support.clients import sdk
 from tests.support.gemini_upstream import KEY, SIGNATURE, GeminiUpstream, serve_gemini, vector
 from tests.support.openapi_spec import validate
 

@@ -21,7 +21,8 @@ from gateway.tenancy.ledger import Ledger, usage_row
 from gateway.tenancy.prices import Prices
 from gateway.tenancy.store import USAGE_COLUMNS, Store, open_engine
 from providers.base import Usage
-from tests.conftest import sdk, settings
+from tests.conftest import settings
+from tests.support.clients import sdk
 from tests.support.servers import serve_in_thread
 from tests.support.services import ADMIN_KEY, Admin
 

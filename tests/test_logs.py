@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from gateway.logs import TEXT_FORMAT, JsonFormatter, TextFormatter
-from tests.conftest import fault_provider, post_chat, sdk
+from tests.conftest import fault_provider, post_chat
+from tests.support.clients import sdk
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import GATEWAY, free_port, spawn
 

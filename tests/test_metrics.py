@@ -17,7 +17,8 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from tests.conftest import fault_provider, sdk, settings
+from tests.conftest import fault_provider, settings
+from tests.support.clients import sdk
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import serve_in_thread
 

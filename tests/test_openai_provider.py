@@ -11,7 +11,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.app import create_app
-from tests.conftest import GatewayFactory, fault_provider, post_chat, sdk, settings, sse_data
+from tests.conftest import GatewayFactory, fault_provider, post_chat, settings, sse_data
+from tests.support.clients import sdk
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.openapi_spec import validate
 from tests.support.servers import serve_in_thread

@@ -25,7 +25,8 @@ import pytest
 from gateway.app import create_app
 from gateway.settings import ConfigError, Settings, load_settings
 from providers import registry
-from tests.conftest import sdk, settings, sse_data
+from tests.conftest import settings, sse_data
+from tests.support.clients import sdk
 from tests.support.plugin_dists import behaving_source, write_distribution
 from tests.support.plugin_install import SCRIPTED, pip_install, serve_scripted
 from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn

@@ -19,7 +19,7 @@ import pytest
 import redis
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.conftest import sdk
+from tests.support.clients import sdk
 from tests.support.servers import GATEWAY, ProcessServer, free_port, spawn
 from tests.support.services import (
     ADMIN_KEY,

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import async_sdk, sdk
+from tests.support.clients import async_sdk, sdk
 from tests.support.openapi_spec import validate
 from tests.support.responses_client import (
     post_responses,

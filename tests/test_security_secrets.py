@@ -22,8 +22,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.conftest import GatewayFactory, post_chat, sdk
+from tests.conftest import GatewayFactory, post_chat
 from tests.support import rawhttp
+from tests.support.clients import sdk
 from tests.support.fault_upstream import FaultUpstream, serve_fault_upstream
 from tests.support.leaky_upstream import LeakyUpstream, serve_leaky_upstream
 from tests.support.servers import GATEWAY, free_port, spawn

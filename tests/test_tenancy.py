@@ -19,7 +19,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import ConfigError
-from tests.conftest import sdk, settings
+from tests.conftest import settings
+from tests.support.clients import sdk
 from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
 from tests.support.services import ADMIN_KEY, MESSAGE, Admin, stream_chat
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.conftest import GatewayFactory, post_chat, sdk
+from tests.conftest import GatewayFactory, post_chat
+from tests.support.clients import sdk
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import serve_in_thread
 

@@ -29,7 +29,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway import tracing
 from gateway.app import create_app
-from tests.conftest import fault_provider, sdk, settings
+from tests.conftest import fault_provider, settings
+from tests.support.clients import sdk
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import GATEWAY, free_port, serve_in_thread
 from tests.test_cli import echo_once

@@ -23,7 +23,7 @@ import httpx
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.conftest import async_sdk
+from tests.support.clients import async_sdk
 from tests.support.servers import free_port
 
 ADMIN_KEY = "admin-key-for-tests-0123456789"
