@@ -13,6 +13,10 @@ must not go down; its last snapshot is what it counted, give or take its last se
 only of live workers (a worker that stopped withdraws them in its last snapshot; one that
 crashed is found dead by its pid), summed or, for the breaker, the worst state.
 
+A worker is known by its pid *and* its process's start time (Linux: ``/proc/<pid>/stat``), in
+its file's name and in the liveness check: a pid the kernel gives again, to a new worker or to
+any process, neither overwrites a dead worker's counts nor brings its gauges back.
+
 A file is written whole to a temporary name and renamed over the old one, so a reader sees one
 snapshot or the previous, never half of one.
 """
@@ -36,7 +40,7 @@ DIRECTORY_VAR = "PROMETHEUS_MULTIPROC_DIR"
 earlier multiprocess mode keeps working."""
 PUBLISH_SECONDS = 1.0
 """How often each worker publishes its snapshot (and sets its state gauges)."""
-_FILE = re.compile(r"worker_(\d+)\.json$")
+_FILE = re.compile(r"worker_(\d+)(?:_(\d+))?\.json$")  # pid, start time (none: unknown)
 logger = logging.getLogger("gateway")
 Snapshot = dict[str, Values]
 
@@ -76,7 +80,9 @@ class WorkerShare:
         self.metrics = metrics
         self.directory = directory
         self.pid = os.getpid() if pid is None else pid
-        self.path = os.path.join(directory, f"worker_{self.pid}.json")
+        self.started = _start_time(self.pid)
+        self.name = f"worker_{self.pid}" + ("" if self.started is None else f"_{self.started}")
+        self.path = os.path.join(directory, f"{self.name}.json")
         self._gauges = {f.name for f in metrics.families if isinstance(f, GaugeFamily)}
         self._written: str | None = None
 
@@ -92,7 +98,7 @@ class WorkerShare:
         }
         text = json.dumps({"pid": self.pid, "series": series}, separators=(",", ":"))
         if text != self._written:
-            temporary = os.path.join(self.directory, f".worker_{self.pid}.tmp")
+            temporary = os.path.join(self.directory, f".{self.name}.tmp")
             with open(temporary, "w", encoding="utf-8") as file:
                 file.write(text)
             os.replace(temporary, self.path)
@@ -104,7 +110,7 @@ class WorkerShare:
         found = []
         for name in os.listdir(self.directory):
             match = _FILE.match(name)
-            if match is None or int(match.group(1)) == self.pid:
+            if match is None or name == f"{self.name}.json":
                 continue
             try:
                 with open(os.path.join(self.directory, name), encoding="utf-8") as file:
@@ -116,7 +122,8 @@ class WorkerShare:
             except (OSError, ValueError, KeyError, TypeError):
                 logger.warning("metrics: skipped an unreadable worker snapshot %s", name)
                 continue
-            found.append((_alive(int(match.group(1))), values))
+            started = None if match.group(2) is None else int(match.group(2))
+            found.append((_alive(int(match.group(1)), started), values))
         return found
 
     def merged(self, own: Snapshot) -> Snapshot:
@@ -158,11 +165,22 @@ def merge(metrics: GatewayMetrics, own: Snapshot, others: list[tuple[bool, Snaps
     return result
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), None where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            fields = file.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])  # the 22nd field; the first two are before the ")"
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int, started: int | None) -> bool:
+    """Whether the worker that wrote a snapshot still runs: its pid, and the same process."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, someone else's
-        return True
-    return True
+        pass
+    return started is None or _start_time(pid) in (started, None)

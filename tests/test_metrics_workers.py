@@ -221,8 +221,32 @@ def test_a_scrape_merges_other_workers_snapshots(tmp_path: Path) -> None:
     assert value(samples, "llm_gateway_tokens_total", gen_ai_token_type="input") == 7
     assert value(samples, "llm_gateway_inflight_requests") == 3  # 1 + 2; not the dead one's 4
     assert value(samples, "llm_gateway_breaker_state") == 1  # the worst of the live ones
-    assert (tmp_path / f"worker_{os.getpid()}.json").exists()  # this worker published too
+    assert list(tmp_path.glob(f"worker_{os.getpid()}_*.json"))  # this worker published too
     assert not list(tmp_path.glob(".worker_*"))  # no temporary file left behind
+
+
+def test_a_pid_given_again_neither_erases_a_dead_workers_counts_nor_revives_its_gauges(
+    tmp_path: Path,
+) -> None:
+    """The kernel reuses pids: a dead worker's snapshot under this process's pid (a start time
+    that is not ours) keeps its counts and loses its gauges, and this worker's own snapshot goes
+    to a file of its own; so does one under a live pid whose process started at another time."""
+    me, dead_here, dead_there = GatewayMetrics(), GatewayMetrics(), GatewayMetrics()
+    for metrics, requests in ((me, 1), (dead_here, 2), (dead_there, 4)):
+        metrics.requests.inc(("chat", "m", "p", "2xx", ""), requests)
+        metrics.inflight.set(("chat",), requests)
+    for pid, metrics in ((os.getpid(), dead_here), (os.getppid(), dead_there)):
+        share = WorkerShare(metrics, str(tmp_path), pid=pid)
+        assert share.started is not None  # Linux: /proc says when the process started
+        share.started -= 1  # as if an earlier process with the same pid had written it
+        share.name = f"worker_{pid}_{share.started}"
+        share.path = str(tmp_path / f"{share.name}.json")
+        share.publish()
+    share = WorkerShare(me, str(tmp_path))
+    merged = share.merged(share.publish())
+    assert merged["llm_gateway_requests"] == {("chat", "m", "p", "2xx", ""): 7}
+    assert merged["llm_gateway_inflight_requests"] == {("chat",): 1}  # only this live worker's
+    assert len(list(tmp_path.glob(f"worker_{os.getpid()}_*.json"))) == 2  # nothing overwritten
 
 
 def test_a_stopping_worker_withdraws_its_gauges_but_not_its_counts(tmp_path: Path) -> None:
@@ -248,10 +272,10 @@ def test_an_unreadable_snapshot_is_skipped_not_fatal(tmp_path: Path) -> None:
 
 def snapshot_value(directory: Path, pid: int, family: str) -> float:
     """The sum of one family's series in worker ``pid``'s published snapshot (0 if none yet)."""
-    path = directory / f"worker_{pid}.json"
-    if not path.exists():
+    paths = list(directory.glob(f"worker_{pid}_*.json"))
+    if not paths:
         return 0.0
-    series = json.loads(path.read_text())["series"].get(family, [])
+    series = json.loads(paths[0].read_text())["series"].get(family, [])
     return float(sum(v for _, v in series))
 
 
@@ -260,7 +284,7 @@ def wait_for_stream(directory: Path) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         for path in directory.glob("worker_*.json"):
-            pid = int(path.stem.removeprefix("worker_"))
+            pid = int(path.stem.split("_")[1])  # worker_<pid>_<start time>
             if snapshot_value(directory, pid, "llm_gateway_inflight_streams") == 1:
                 return pid
         time.sleep(0.05)
