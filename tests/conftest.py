@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import httpx
@@ -11,10 +11,22 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.support.browser import PAGE_WATCH
 from tests.support.fault_upstream import FaultUpstream, serve_fault_upstream
 from tests.support.servers import serve_in_thread
 
 GatewayFactory = Callable[..., str]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """A browser test's page is checked as part of the test (tests.support.browser): a console
+    error is the test's failure, where a fixture's teardown would report an error."""
+    result = yield
+    watch = item.stash.get(PAGE_WATCH, None)
+    if watch is not None:
+        watch.check()
+    return result
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,13 @@ from playwright.sync_api import Page, expect
 import ui
 from gateway.app import create_app
 from tests.conftest import fault_provider, settings
-from tests.support.browser import WAIT_MS, chromium, needs_chromium, watched_page
+from tests.support.browser import (
+    WAIT_MS,
+    check_after_the_test,
+    chromium,
+    needs_chromium,
+    watched_page,
+)
 from tests.support.clients import sdk
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import free_port, serve_in_thread
@@ -41,13 +47,12 @@ pytestmark = needs_chromium
 
 
 @pytest.fixture
-def page() -> Iterator[Page]:
+def page(request: pytest.FixtureRequest) -> Iterator[Page]:
     """A page that must end with no console error and no request off this host."""
     with chromium() as browser, watched_page(browser) as (page, watch):
         expect.set_options(timeout=WAIT_MS)
+        check_after_the_test(request, watch)
         yield page
-        assert not watch.errors, f"errors in the page: {watch.errors}"
-        assert not watch.external, f"requests off this host: {watch.external}"
 
 
 @contextlib.contextmanager

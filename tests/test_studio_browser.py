@@ -25,6 +25,7 @@ from tests.support.browser import (
     DISCONNECT_WITHIN_S,
     WAIT_MS,
     assert_screenshot,
+    check_after_the_test,
     chromium,
     needs_chromium,
     screenshot_path,
@@ -85,11 +86,11 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A fresh page (its own storage); the test fails on a console error or a request off host."""
     with watched_page(browser) as (page, watch):
+        check_after_the_test(request, watch)
         yield page
-    assert watch.errors == [] and watch.external == [], (watch.errors, watch.external)
 
 
 def open_studio(page: Page, url: str, model: str) -> None:

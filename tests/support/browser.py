@@ -60,6 +60,10 @@ class Watch:
     errors: list[str] = field(default_factory=list)
     external: list[str] = field(default_factory=list)
 
+    def check(self) -> None:
+        assert not self.errors, f"errors in the page: {self.errors}"
+        assert not self.external, f"requests off this host: {self.external}"
+
     def attach(self, page: Page) -> Page:
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
@@ -74,6 +78,16 @@ class Watch:
             route.abort()
         else:
             route.continue_()
+
+
+# Where a page fixture leaves its Watch, for tests/conftest.py to check right after the test.
+PAGE_WATCH = pytest.StashKey[Watch]()
+
+
+def check_after_the_test(request: pytest.FixtureRequest, watch: Watch) -> None:
+    """Fail the test itself, not its teardown, if the page logs an error or leaves the host:
+    the conftest's ``pytest_runtest_call`` checks ``watch`` once the test's body passed."""
+    request.node.stash[PAGE_WATCH] = watch
 
 
 @contextlib.contextmanager
