@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from tests.support.browser import PAGE_WATCH
 from tests.support.fault_upstream import FaultUpstream, serve_fault_upstream
+from tests.support.plugin_install import SCRIPTED, pip_install
 from tests.support.servers import serve_in_thread
 
 GatewayFactory = Callable[..., str]
@@ -27,6 +29,15 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     if watch is not None:
         watch.check()
     return result
+
+
+@pytest.fixture(scope="session")
+def scripted_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin (examples/llm-gateway-scripted) pip-installed, once a session, into
+    a directory of its own that a gateway gets on its PYTHONPATH."""
+    target = tmp_path_factory.mktemp("scripted-site")
+    pip_install(SCRIPTED, target, scratch=tmp_path_factory.mktemp("scripted-src"))
+    return target
 
 
 @pytest.fixture(autouse=True)

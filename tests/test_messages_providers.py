@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -30,7 +31,7 @@ from tests.support.anthropic_upstream import (
 from tests.support.gemini_upstream import KEY as GEMINI_KEY
 from tests.support.gemini_upstream import SIGNATURE as GEMINI_SIGNATURE
 from tests.support.gemini_upstream import GeminiUpstream, serve_gemini
-from tests.support.plugin_install import SCRIPTED, pip_install, serve_scripted
+from tests.support.plugin_install import serve_scripted
 from tests.support.servers import serve_in_thread
 
 KEY = "gw-key-providers"
@@ -491,11 +492,11 @@ WEATHER_TOOL: list[Any] = [
 
 
 @pytest.fixture(scope="module")
-def scripted_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    site = tmp_path_factory.mktemp("scripted-site")
-    pip_install(SCRIPTED, site, scratch=tmp_path_factory.mktemp("scripted-src"))
+def scripted_gateway(
+    scripted_site: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     with serve_scripted(
-        site,
+        scripted_site,
         tmp_path_factory.mktemp("scripted-home"),
         SCRIPT,
         'GATEWAY_ALIASES={"claude-haiku-4-5-20251001": "bot/agent"}',

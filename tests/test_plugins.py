@@ -28,7 +28,7 @@ from providers import registry
 from tests.conftest import settings, sse_data
 from tests.support.clients import sdk
 from tests.support.plugin_dists import behaving_source, write_distribution
-from tests.support.plugin_install import SCRIPTED, pip_install, serve_scripted
+from tests.support.plugin_install import SCRIPTED, serve_scripted
 from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
 
 Install = Callable[..., None]
@@ -475,13 +475,6 @@ TOOLS: list[Any] = [
         },
     }
 ]
-
-
-@pytest.fixture(scope="module")
-def scripted_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("scripted-site")
-    pip_install(SCRIPTED, target, scratch=tmp_path_factory.mktemp("scripted-src"))
-    return target
 
 
 @pytest.fixture

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from tests.support.plugin_install import SCRIPTED, pip_install, serve_scripted
+from tests.support.plugin_install import serve_scripted
 from tests.support.responses_client import validated_stream
 
 SCRIPT = [
@@ -37,11 +38,13 @@ QUESTION: list[Any] = [{"role": "user", "content": "What's the weather in Paris?
 
 
 @pytest.fixture(scope="module")
-def scripted_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    site = tmp_path_factory.mktemp("scripted-site")
-    pip_install(SCRIPTED, site, scratch=tmp_path_factory.mktemp("scripted-src"))
+def scripted_gateway(
+    scripted_site: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     work = tmp_path_factory.mktemp("scripted-run")
-    with serve_scripted(site, work, SCRIPT, "GATEWAY_PROVIDERS__BOT__MAX_RETRIES=0") as url:
+    with serve_scripted(
+        scripted_site, work, SCRIPT, "GATEWAY_PROVIDERS__BOT__MAX_RETRIES=0"
+    ) as url:
         yield url
 
 
