@@ -28,8 +28,8 @@ from providers import registry
 from tests.conftest import settings, sse_data
 from tests.support.clients import sdk
 from tests.support.plugin_dists import behaving_source, write_distribution
-from tests.support.plugin_install import SCRIPTED, serve_scripted
-from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
+from tests.support.plugin_install import SCRIPTED, gateway_with_plugins, serve_scripted
+from tests.support.servers import GATEWAY, free_port, serve_in_thread
 
 Install = Callable[..., None]
 MARKER = "imported.marker"
@@ -319,14 +319,8 @@ def test_an_unconfigured_broken_plugin_costs_nothing(
         types={"broken": "broken_plugin:SPEC"},
         modules={"broken_plugin": broken_source(tmp_path / MARKER)},
     )
-    port = free_port()
-    env_file = tmp_path / "gateway.env"
-    env_file.write_text("GATEWAY_PROVIDERS__F__TYPE=fake\nGATEWAY_PROVIDERS__E__TYPE=echo\n")
-    with spawn(
-        [GATEWAY, "--no-ui", "--env-file", str(env_file), "--port", str(port)],
-        env={"PYTHONPATH": str(site)},
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=tmp_path,
+    with gateway_with_plugins(
+        site, tmp_path, "GATEWAY_PROVIDERS__F__TYPE=fake", "GATEWAY_PROVIDERS__E__TYPE=echo"
     ) as server:
         client = sdk(server.base_url)
         for model, text in [("f/ok", "hello from the plugin"), ("e/echo", "hi")]:
@@ -437,14 +431,8 @@ def test_a_plugin_swallowing_every_cancellation_still_ends_the_request(
     install: Install, site: Path, tmp_path: Path
 ) -> None:
     install_fake(install)
-    port = free_port()
-    env_file = tmp_path / "gateway.env"
-    env_file.write_text("GATEWAY_PROVIDERS__F__TYPE=fake\nGATEWAY_PROVIDERS__F__IDLE_TIMEOUT=0.5\n")
-    with spawn(
-        [GATEWAY, "--no-ui", "--env-file", str(env_file), "--port", str(port)],
-        env={"PYTHONPATH": str(site)},
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=tmp_path,
+    with gateway_with_plugins(
+        site, tmp_path, "GATEWAY_PROVIDERS__F__TYPE=fake", "GATEWAY_PROVIDERS__F__IDLE_TIMEOUT=0.5"
     ) as server:
         try:
             response = post(server.base_url, "f/deaf-forever", within=3, stream=True)

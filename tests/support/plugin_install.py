@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.servers import GATEWAY, free_port, spawn
+from tests.support.servers import GATEWAY, ProcessServer, free_port, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTED = ROOT / "examples" / "llm-gateway-scripted"
@@ -55,6 +55,22 @@ def pip_install(source: Path, target: Path, *, scratch: Path) -> None:
 
 
 @contextmanager
+def gateway_with_plugins(site: Path, work: Path, *settings: str) -> Iterator[ProcessServer]:
+    """A spawned gateway (no UI) with the plugins installed in ``site`` on its PYTHONPATH and
+    ``settings`` as the lines of its env file; its files go in ``work``, its cwd."""
+    env_file = work / "gateway.env"
+    env_file.write_text("".join(f"{line}\n" for line in settings))
+    port = free_port()
+    with spawn(
+        [GATEWAY, "--no-ui", "--env-file", str(env_file), "--port", str(port)],
+        env={"PYTHONPATH": str(site)},
+        ready_url=f"http://127.0.0.1:{port}/health",
+        cwd=work,
+    ) as server:
+        yield server
+
+
+@contextmanager
 def serve_scripted(
     site: Path, work: Path, script: Sequence[object], *settings: str
 ) -> Iterator[str]:
@@ -64,18 +80,13 @@ def serve_scripted(
     hold no traceback."""
     script_file = work / "script.json"
     script_file.write_text(json.dumps(script))
-    env_file = work / "gateway.env"
-    env_file.write_text(
-        "GATEWAY_PROVIDERS__BOT__TYPE=scripted\n"
-        f"GATEWAY_PROVIDERS__BOT__SCRIPT={script_file}\n"
-        'GATEWAY_PROVIDERS__BOT__MODELS=["agent"]\n' + "".join(f"{line}\n" for line in settings)
-    )
-    port = free_port()
-    with spawn(
-        [GATEWAY, "--no-ui", "--env-file", str(env_file), "--port", str(port)],
-        env={"PYTHONPATH": str(site)},
-        ready_url=f"http://127.0.0.1:{port}/health",
-        cwd=work,
+    with gateway_with_plugins(
+        site,
+        work,
+        "GATEWAY_PROVIDERS__BOT__TYPE=scripted",
+        f"GATEWAY_PROVIDERS__BOT__SCRIPT={script_file}",
+        'GATEWAY_PROVIDERS__BOT__MODELS=["agent"]',
+        *settings,
     ) as server:
         yield server.base_url
     assert "Traceback" not in server.output()
