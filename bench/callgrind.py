@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from targets import BENCH, REPO, free_port, log, teams_env, virtual_key
+from targets import REPO, Proc, base_env, free_port, log, mock_proc, teams_env, virtual_key
 
 STATIC_KEY = "k"
 VENV_BIN = Path(sys.executable).parent
@@ -87,18 +86,6 @@ def tree(rev: str, tmp: Path) -> Path | None:
     return folder
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the gateway exited with {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise SystemExit("the gateway did not start")
-
-
 def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
@@ -106,13 +93,13 @@ def _control(*args: str) -> None:
 @contextlib.contextmanager
 def gateway(
     name: str, rev: str, key_kind: str, env: list[str], tmp: Path
-) -> Iterator[tuple[int, subprocess.Popen[bytes], str, Path]]:
-    """A mock and a gateway under callgrind: (port, process, API key, callgrind output)."""
-    mock_port, port = free_port(), free_port()
+) -> Iterator[tuple[int, int, str, Path]]:
+    """A mock and a gateway under callgrind: (port, pid, API key, callgrind output)."""
+    mock = mock_proc(free_port())
     models = [w.model.split("/", 1)[1] for w in WORKLOADS.values()]
     lines = [
         "GATEWAY_PROVIDERS__MOCK__TYPE=openai",
-        f"GATEWAY_PROVIDERS__MOCK__BASE_URL=http://127.0.0.1:{mock_port}/v1",
+        f"GATEWAY_PROVIDERS__MOCK__BASE_URL=http://127.0.0.1:{mock.port}/v1",
         "GATEWAY_PROVIDERS__MOCK__API_KEY=sk-bench",
         f"GATEWAY_PROVIDERS__MOCK__MODELS={json.dumps(models)}",
         f'GATEWAY_API_KEYS=["{STATIC_KEY}"]',
@@ -123,35 +110,30 @@ def gateway(
     env_file.write_text("\n".join([*lines, *env]) + "\n")
     source = tree(rev, tmp)
     out = tmp / f"{name}.callgrind"
-    run_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run_env = base_env()
+    run_env.pop("PYTHONPATH", None)
     if source is not None:
         run_env["PYTHONPATH"] = str(source)
-    mock = subprocess.Popen(
-        [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(mock_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    proc = subprocess.Popen(
+    port = free_port()
+    proc = Proc(
+        name,
         [
             *("valgrind", "--tool=callgrind", "--instr-atstart=no"),
             f"--callgrind-out-file={out}",
             *(sys.executable, str(VENV_BIN / "llm-gateway"), "--no-ui"),
             *("--host", "127.0.0.1", "--port", str(port), "--env-file", str(env_file)),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=tmp,
-        env=run_env,
+        port,
+        "/health",
     )
     try:
-        wait_ready(port, proc, 300)
+        mock.start(None, base_env(), tmp, 30)
+        proc.start(None, run_env, tmp, 300)
         key = virtual_key(port, timeout=120) if key_kind == "virtual" else STATIC_KEY
-        yield port, proc, key, out
+        yield port, proc.pid, key, out
     finally:
-        proc.terminate()
-        mock.terminate()
-        proc.wait(120)
-        mock.wait(30)
+        proc.stop()
+        mock.stop()
 
 
 def measure(
@@ -159,15 +141,15 @@ def measure(
 ) -> dict[str, float]:
     """Instructions per request of each workload (name: requests), on one gateway."""
     counts: dict[str, float] = {}
-    with gateway(name, rev, key_kind, env, tmp) as (port, proc, key, out):
+    with gateway(name, rev, key_kind, env, tmp) as (port, pid, key, out):
         for index, (workload, n) in enumerate(workloads.items(), start=1):
             send(port, key, WORKLOADS[workload], 20)  # warm: imports, caches, connections
-            _control("-i", "on", str(proc.pid))
+            _control("-i", "on", str(pid))
             send(port, key, WORKLOADS[workload], n)
             if key_kind == "virtual":
                 time.sleep(1.2)  # the ledger's batch, written every 0.5 s, is counted too
-            _control("-d", str(proc.pid))
-            _control("-i", "off", str(proc.pid))
+            _control("-d", str(pid))
+            _control("-i", "off", str(pid))
             dump = Path(f"{out}.{index}")  # its "totals": the "summary" line is not per part
             found = re.search(r"^totals: (\d+)", dump.read_text(errors="replace"), re.M)
             if found is None:
