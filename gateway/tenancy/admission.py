@@ -38,7 +38,7 @@ from gateway.observe import Call
 from gateway.routing import Deployment
 from gateway.settings import Settings
 from gateway.tenancy.keys import KeyRecord, key_digest, looks_like_key, window
-from gateway.tenancy.ledger import Ledger
+from gateway.tenancy.ledger import Ledger, request_cost
 from gateway.tenancy.limits import Ask, LocalLimiter, Verdict
 from gateway.tenancy.prices import Prices, Rate
 from gateway.tenancy.store import Store, open_engine
@@ -390,14 +390,9 @@ class Ticket:
             usage = call.usage = Usage(
                 input_tokens=self.tokens_in, output_tokens=self.tokens_out, source="estimated"
             )
-        rate = self.tenancy.prices.rate_of(call.deployment, call.model)
-        tokens = 0
-        micro_usd = 0
-        if usage is not None:
-            tokens = usage.input_tokens + usage.output_tokens
-            if rate is not None:
-                micro_usd = rate.cost(usage.input_tokens, usage.output_tokens, usage.cached_tokens)
-        call.cost = (micro_usd, rate is not None)  # what the ledger bills
+        tokens = 0 if usage is None else usage.input_tokens + usage.output_tokens
+        call.cost = request_cost(self.tenancy.prices, call)  # what the ledger bills too
+        micro_usd = call.cost[0]
         try:
             await self.tenancy.limiter.settle(self.ask, tokens, micro_usd)
         except Exception as exc:  # the limiter queues or expires what it cannot settle
