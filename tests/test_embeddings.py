@@ -306,7 +306,7 @@ def test_a_provider_without_embeddings_gets_400_naming_it() -> None:
         router=router, dispatcher=Dispatcher(observers=Observers([])), max_body_bytes=1 << 20
     )
     with serve_in_thread(endpoint, lifespan="off") as url:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        client = sdk(url, "x")
         with pytest.raises(openai.BadRequestError) as caught:
             client.embeddings.create(model="plain/chat", input="x")
         error = caught.value.body

@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.support.clients import sdk
 from tests.support.plugin_install import serve_scripted
 from tests.support.responses_client import validated_stream
 
@@ -48,10 +49,6 @@ def scripted_gateway(
         yield url
 
 
-def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
-
-
 def test_a_tool_call_round_trip_through_the_plugin(scripted_gateway: str) -> None:
     request: dict[str, Any] = {
         "model": "bot/agent",
@@ -65,7 +62,7 @@ def test_a_tool_call_round_trip_through_the_plugin(scripted_gateway: str) -> Non
     (call,) = summary.tool_calls
     assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
 
-    with client(scripted_gateway).responses.stream(**request) as stream:
+    with sdk(scripted_gateway).responses.stream(**request) as stream:
         first = stream.get_final_response()
     assert [item.type for item in first.output] == ["reasoning", "function_call"]
     tool_call = first.output[1]
@@ -75,7 +72,7 @@ def test_a_tool_call_round_trip_through_the_plugin(scripted_gateway: str) -> Non
         *(item.model_dump(exclude_none=True) for item in first.output),
         {"type": "function_call_output", "call_id": tool_call.call_id, "output": '{"temp": 18}'},
     ]
-    final = client(scripted_gateway).responses.create(
+    final = sdk(scripted_gateway).responses.create(
         model="bot/agent", input=history, tools=TOOLS, store=False
     )
     assert final.output_text == "It is 18 degrees and mild in Paris."
@@ -86,8 +83,8 @@ def test_a_tool_call_round_trip_through_the_plugin(scripted_gateway: str) -> Non
 def test_a_plugin_error_before_the_first_byte_is_openais_error(scripted_gateway: str) -> None:
     """The upstream's 503 is the gateway's 502 (an upstream failure), in OpenAI's shape."""
     with pytest.raises(openai.APIStatusError) as caught:
-        client(scripted_gateway).responses.create(model="bot/agent", input="fail now")
+        sdk(scripted_gateway).responses.create(model="bot/agent", input="fail now")
     assert caught.value.status_code == 502
     assert isinstance(caught.value.body, dict) and caught.value.body["type"] == "upstream_error"
-    hello = client(scripted_gateway).responses.create(model="bot/agent", input="hello")
+    hello = sdk(scripted_gateway).responses.create(model="bot/agent", input="hello")
     assert hello.output_text == "Hello! Ask me about the weather."

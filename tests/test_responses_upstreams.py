@@ -29,6 +29,7 @@ from tests.support.anthropic_upstream import (
     AnthropicUpstream,
     serve_anthropic_upstream,
 )
+from tests.support.clients import sdk
 from tests.support.fault_upstream import FaultUpstream, serve_fault_upstream
 from tests.support.gemini_upstream import GeminiUpstream, serve_gemini
 from tests.support.openapi_spec import errors, validate
@@ -136,10 +137,6 @@ def gemini(gemini_served: tuple[str, GeminiUpstream]) -> GeminiUpstream:
 def oai(openai_served: tuple[str, FaultUpstream]) -> FaultUpstream:
     openai_served[1].reset()
     return openai_served[1]
-
-
-def sdk(gateway: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway + "/v1", api_key="unused", max_retries=0)
 
 
 def body(model: str, input: Any = "one two three", **fields: Any) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from fastapi import FastAPI
 from gradio_client import Client, handle_file
@@ -26,6 +25,7 @@ import ui
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import fault_provider
+from tests.support.clients import async_sdk
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
 from webui.chat import mark_stopped
@@ -366,7 +366,7 @@ def test_updates_are_coalesced_and_the_last_one_is_the_whole_reply() -> None:
     message = words(400)  # the echo provider on its defaults streams 400 chunks at once
 
     async def collect(base_url: str) -> tuple[list[str], float]:
-        client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+        client = async_sdk(base_url)
         progress = Progress(model="echo/echo")
         reader = progress.read(client, messages=[{"role": "user", "content": message}])
         started = time.monotonic()
