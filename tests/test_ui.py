@@ -431,3 +431,23 @@ def test_a_keyed_gateway_gets_the_visitors_key_and_never_the_servers() -> None:
     open_ui = Gateway("http://127.0.0.1:9/v1", api_key=UI_KEY, require_key=False)
     assert open_ui.key_for("typed by a visitor") == UI_KEY and not open_ui.missing_key("")
     assert open_ui.base_url == "http://127.0.0.1:9/v1"
+
+
+def test_a_typed_key_refreshes_every_model_list_even_during_the_page_load() -> None:
+    """Every model dropdown refreshes on load, on ↻ and when a visitor types a key; a key typed
+    while the load-time refresh is still pending must run after it (Gradio's default, "once",
+    drops it, and the list stays empty: seen on a slow CI machine)."""
+    demo = ui.build_ui("http://127.0.0.1:9", None, require_key=True)
+    config = demo.get_config_file()
+    kinds = {c["id"]: c["type"] for c in config["components"]}
+    refreshers = [
+        d
+        for d in config["dependencies"]
+        if d["outputs"] and all(kinds[o] == "dropdown" for o in d["outputs"])
+    ]
+    assert len(refreshers) >= 6  # chat 1, studio 1, arena 4
+    for dependency in refreshers:
+        triggers = {(kinds.get(target), event) for target, event in dependency["targets"]}
+        assert {("textbox", "submit"), ("textbox", "blur"), ("button", "click")} <= triggers
+        assert any(event == "load" for _, event in triggers)
+        assert dependency["trigger_mode"] == "always_last"

@@ -307,25 +307,24 @@ def build(gateway: Gateway) -> None:
         lambda t: tally_markdown(valid_tally(t)), [tally_store], [tally_view], **events
     )
     panel.wire()
+    # The other dropdowns follow the panel's own: refreshed on load, on ↻ and on a typed key, and
+    # a key typed while the load-time refresh runs is not dropped (see Panel.wire).
+    triggers: list[Any] = [page.root_block.load, panel.refresh.click]
+    if gateway.require_key:
+        triggers += [panel.key.submit, panel.key.blur]
+    listing: dict[str, Any] = {"trigger_mode": "always_last", **events}
     for position, dropdown in enumerate(extra[: MIN_MODELS - 1], start=1):
-        triggers: list[Any] = [page.root_block.load, panel.refresh.click]
-        if gateway.require_key:
-            triggers += [panel.key.submit, panel.key.blur]
 
         async def fill(current: str | None, api_key: str = "", position: int = position) -> Any:
             return await refresh(current, api_key, position)
 
-        gr.on(triggers, fill, [dropdown, panel.key], [dropdown], **events)
+        gr.on(triggers, fill, [dropdown, panel.key], [dropdown], **listing)
     for dropdown in extra[MIN_MODELS - 1 :]:
         # Models 3 and 4 are offered the list but start empty: two columns by default.
         async def offer(current: str | None, api_key: str = "") -> Any:
+            if gateway.missing_key(api_key):
+                return gr.skip()
             models, _ = await gateway.models_or_error(api_key)
             return gr.Dropdown(choices=["", *models], value=current if current in models else "")
 
-        gr.on(
-            [page.root_block.load, panel.refresh.click],
-            offer,
-            [dropdown, panel.key],
-            [dropdown],
-            **events,
-        )
+        gr.on(triggers, offer, [dropdown, panel.key], [dropdown], **listing)

@@ -61,6 +61,9 @@ class Panel:
                 [dropdown],
                 api_visibility="undocumented",
                 concurrency_limit=None,
+                # A key typed while the page's load-time refresh is still running must not be
+                # dropped ("once", the default): it runs again when that one ends.
+                trigger_mode="always_last",
             )
 
 
