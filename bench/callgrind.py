@@ -1,7 +1,7 @@
 """Instructions per request, counted by callgrind: the same on a busy machine as on a quiet one.
 
     .venv/bin/python bench/callgrind.py [--rev REV ...] [--key static|virtual] \\
-        [--workload ns stream1 stream11] [--requests 200] [--env NAME=VALUE ...]
+        [--workload ns stream1 stream11] [--requests 200] [--env NAME=VALUE ...] [--keep DIR]
 
 Requests/s on a shared 2-core host move by ±30 % between runs of the same code; the
 instructions a request costs do not. Each arm is one gateway (the working tree, or with
@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -166,6 +167,7 @@ def main() -> None:
     ap.add_argument("--workload", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS)[:3])
     ap.add_argument("--requests", type=int, default=200, help="per workload (streams: fewer)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway")
+    ap.add_argument("--keep", type=Path, help="copy the callgrind dumps here (callgrind_annotate)")
     a = ap.parse_args()
     revs = a.rev or ["."]
     results: dict[str, dict[str, float]] = {}
@@ -176,6 +178,11 @@ def main() -> None:
         for i, rev in enumerate(revs):
             label = "working tree" if rev == "." else rev
             results[label] = measure(f"arm{i}", rev, a.key, a.env, plan, tmp)
+        if a.keep is not None:
+            a.keep.mkdir(parents=True, exist_ok=True)
+            for dump in tmp.glob("arm*.callgrind.*"):
+                shutil.copy(dump, a.keep / dump.name)
+            log(f"callgrind dumps in {a.keep} (arm<N>.callgrind.<workload number>)")
     print(f"K instructions a request ({a.key} key):")
     for label, counts in results.items():
         row = ", ".join(f"{w} {c / 1000:.0f}" for w, c in counts.items())

@@ -12,6 +12,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
@@ -29,29 +30,38 @@ snapshot."""
 logger = logging.getLogger("gateway")
 
 
+@dataclass(frozen=True, slots=True)
+class ScrapeKeys:
+    """Who may scrape: any of ``keys`` as a bearer token; ``name`` for the 401's words and
+    code (``metrics key``: the metrics key or the admin key; ``admin key``: that key only)."""
+
+    keys: tuple[bytes, ...]
+    name: str
+
+
 class MetricsEndpoint:
-    """``GET /metrics`` (raw ASGI). With ``admin_key``, only for ``Authorization: Bearer``
-    that key; the answer to anyone else is the API's own 401."""
+    """``GET /metrics`` (raw ASGI). With ``keys``, only for ``Authorization: Bearer`` one of
+    them (the metrics key, the admin key); the answer to anyone else is the API's own 401."""
 
     def __init__(
         self,
         metrics: GatewayMetrics,
         *,
         refresh: Callable[[], None],
-        admin_key: bytes | None = None,
+        keys: ScrapeKeys | None = None,
         share: WorkerShare | None = None,
     ) -> None:
         self.metrics = metrics
         self.refresh = refresh
-        self.admin_key = admin_key
+        self.keys = keys
         self.share = share
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
             await send_error(send, MethodNotAllowed("use GET for /metrics"))
             return
-        if self.admin_key is not None:
-            problem = self._check(header(scope, b"authorization"))
+        if self.keys is not None:
+            problem = self._check(self.keys, header(scope, b"authorization"))
             if problem is not None:
                 await send_error(send, problem)
                 return
@@ -80,16 +90,22 @@ class MetricsEndpoint:
             {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
         )
 
-    def _check(self, value: bytes | None) -> AuthenticationError | None:
-        assert self.admin_key is not None
+    @staticmethod
+    def _check(keys: ScrapeKeys, value: bytes | None) -> AuthenticationError | None:
         scheme, _, token = (value or b"").partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip():
+        token = token.strip()
+        code = keys.name.replace(" ", "_")
+        if scheme.lower() != b"bearer" or not token:
             return AuthenticationError(
-                "/metrics needs the admin key: send it as 'Authorization: Bearer <key>'",
-                code="missing_admin_key",
+                f"/metrics needs the {keys.name}: send it as 'Authorization: Bearer <key>'",
+                code=f"missing_{code}",
             )
-        if not hmac.compare_digest(token.strip(), self.admin_key):
-            return AuthenticationError("Invalid admin key", code="invalid_admin_key")
+        # every key compared, whichever matches: the time says nothing of which one did
+        matched = False
+        for key in keys.keys:
+            matched |= hmac.compare_digest(token, key)
+        if not matched:
+            return AuthenticationError(f"Invalid {keys.name}", code=f"invalid_{code}")
         return None
 
 

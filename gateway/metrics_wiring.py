@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 from gateway import tracing
 from gateway.metrics import GatewayMetrics, GaugeRefresher, MetricsObserver
-from gateway.metrics_http import MetricsEndpoint, refreshing
+from gateway.metrics_http import MetricsEndpoint, ScrapeKeys, refreshing
 from gateway.metrics_workers import WorkerShare, workers_dir
 from gateway.observe import Observer
 from gateway.routing import Deployment
@@ -24,6 +24,41 @@ from providers.http1 import PoolTransport
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+
+
+def scrape_keys(settings: Settings) -> ScrapeKeys | None:
+    """The bearer secrets ``/metrics`` accepts (None: open to anyone who reaches the port).
+
+    A scraper should not hold the admin key, which mints and revokes keys: with
+    ``GATEWAY_METRICS_KEY`` it gets a secret that opens ``/metrics`` and nothing else. The
+    admin key opens ``/metrics`` too (the UI's dashboard asks for it)."""
+    metrics_key, admin_key = settings.metrics_key, settings.admin_key
+    mode = settings.metrics_auth or ("key" if metrics_key else "admin" if admin_key else "open")
+    if metrics_key is not None and mode != "key":
+        raise ConfigError(
+            f"invalid configuration: GATEWAY_METRICS_KEY is set but GATEWAY_METRICS_AUTH={mode}"
+            " would not accept it (unset GATEWAY_METRICS_AUTH, or set it to key)"
+        )
+    if mode == "open":
+        return None
+    if mode == "key" and metrics_key is None:
+        raise ConfigError(
+            "invalid configuration: GATEWAY_METRICS_AUTH=key needs GATEWAY_METRICS_KEY"
+        )
+    if mode == "admin" and admin_key is None:
+        raise ConfigError(
+            "invalid configuration: GATEWAY_METRICS_AUTH=admin needs GATEWAY_ADMIN_KEY"
+        )
+    if metrics_key is not None:
+        value = metrics_key.get_secret_value()
+        if len(value) < 16 or value != value.strip():
+            raise ConfigError(
+                "invalid configuration: GATEWAY_METRICS_KEY must be at least 16 characters,"
+                " with no surrounding spaces"
+            )
+    secrets = [admin_key] if mode == "admin" else [metrics_key, admin_key]
+    keys = tuple(s.get_secret_value().encode() for s in secrets if s is not None)
+    return ScrapeKeys(keys, "metrics key" if mode == "key" else "admin key")
 
 
 class Telemetry:
@@ -48,14 +83,7 @@ class Telemetry:
         self.share: WorkerShare | None = None
         self.tracing: tracing.Tracing | None = None
         if settings.metrics:
-            admin_key = None
-            mode = settings.metrics_auth or ("admin" if settings.admin_key else "open")
-            if mode == "admin":
-                if settings.admin_key is None:
-                    raise ConfigError(
-                        "invalid configuration: GATEWAY_METRICS_AUTH=admin needs GATEWAY_ADMIN_KEY"
-                    )
-                admin_key = settings.admin_key.get_secret_value().encode()
+            keys = scrape_keys(settings)
             families = GatewayMetrics()
             self.metrics = MetricsObserver(families, models=models)
             self.refresh = GaugeRefresher(families, deployments, transports)
@@ -63,7 +91,7 @@ class Telemetry:
             if directory is not None:
                 self.share = WorkerShare(families, directory)
             self.endpoint = MetricsEndpoint(
-                families, refresh=self.refresh, admin_key=admin_key, share=self.share
+                families, refresh=self.refresh, keys=keys, share=self.share
             )
         if tracer_provider is None and tracing.enabled():
             try:

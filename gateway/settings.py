@@ -209,8 +209,11 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     # Observability (docs/metrics.md): GET /metrics, and what OpenTelemetry spans may carry.
     metrics: bool = True  # false: no /metrics, no metrics observer (no cost)
-    # "admin": /metrics needs GATEWAY_ADMIN_KEY; unset: "admin" when that key is set, else "open"
-    metrics_auth: Literal["open", "admin"] | None = None
+    # "key": /metrics needs GATEWAY_METRICS_KEY (a scrape-only secret) or the admin key;
+    # "admin": the admin key only; unset: "key" when a metrics key is set, else "admin" when an
+    # admin key is, else "open"
+    metrics_auth: Literal["open", "admin", "key"] | None = None
+    metrics_key: SecretStr | None = None
     trace_content: bool = False  # true: prompts and completions on spans (OTEL_* turns spans on)
 
     # Teams (docs/teams.md): the admin API, virtual keys, limits, budgets and the usage ledger.

@@ -280,6 +280,65 @@ def test_admin_mode_without_an_admin_key_is_a_config_error() -> None:
         create_app(settings(metrics_auth="admin"))
 
 
+METRICS_KEY = "metrics-key-0123456789-abcdef"
+
+
+def test_a_metrics_key_scrapes_and_opens_nothing_else(tmp_path: Any) -> None:
+    """A scraper gets a secret of its own: the admin key, which mints keys, stays with admins
+    (who may still scrape: the dashboard asks for their key)."""
+    keyed = settings(
+        api_keys=[API_KEY],
+        admin_key=ADMIN_KEY,
+        metrics_key=METRICS_KEY,
+        database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
+    )
+    with serve_in_thread(create_app(keyed)) as url:
+        assert scrape(url, authorization=f"Bearer {METRICS_KEY}")
+        assert scrape(url, authorization=f"Bearer {ADMIN_KEY}")
+        refused = {
+            "none": httpx.get(f"{url}/metrics"),
+            "api key": httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {API_KEY}"}),
+            "a prefix": httpx.get(
+                f"{url}/metrics", headers={"authorization": f"Bearer {METRICS_KEY[:-1]}"}
+            ),
+        }
+        metrics_bearer = {"authorization": f"Bearer {METRICS_KEY}"}
+        admin_api = httpx.get(f"{url}/admin/keys", headers=metrics_bearer)
+        models = httpx.get(f"{url}/v1/models", headers=metrics_bearer)
+    codes = {what: r.json()["error"]["code"] for what, r in refused.items()}
+    assert {r.status_code for r in refused.values()} == {401}
+    assert codes == {
+        "none": "missing_metrics_key",
+        "api key": "invalid_metrics_key",
+        "a prefix": "invalid_metrics_key",
+    }
+    assert all(METRICS_KEY not in r.text and ADMIN_KEY not in r.text for r in refused.values())
+    assert admin_api.status_code == 401 and models.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"metrics_auth": "key"}, "GATEWAY_METRICS_AUTH=key needs GATEWAY_METRICS_KEY"),
+        ({"metrics_key": METRICS_KEY, "metrics_auth": "open"}, "would not accept it"),
+        (
+            {"metrics_key": METRICS_KEY, "metrics_auth": "admin", "admin_key": ADMIN_KEY},
+            "would not accept it",
+        ),
+        ({"metrics_key": "short"}, "at least 16 characters"),
+        ({"metrics_key": f" {METRICS_KEY}"}, "no surrounding spaces"),
+    ],
+)
+def test_a_metrics_key_that_could_not_work_stops_the_start(
+    options: dict[str, Any], says: str
+) -> None:
+    from gateway.settings import ConfigError
+
+    with pytest.raises(ConfigError, match=says) as caught:
+        create_app(settings(**options))
+    assert METRICS_KEY not in str(caught.value)
+
+
 def test_metrics_off_means_no_route_and_no_observer() -> None:
     app = create_app(settings(metrics=False))
     with serve_in_thread(app) as url:
