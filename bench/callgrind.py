@@ -76,6 +76,8 @@ def tree(rev: str, tmp: Path) -> Path | None:
     if rev == ".":
         return None
     folder = tmp / f"rev-{rev.replace('/', '_')}"
+    if folder.exists():  # the same revision measured again (--rev A --rev . --rev A ...)
+        return folder
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", "--format=tar", rev, "gateway", "providers"],
         check=True,
@@ -177,6 +179,8 @@ def main() -> None:
         plan = {w: a.requests if w == "ns" else max(10, a.requests // 5) for w in a.workload}
         for i, rev in enumerate(revs):
             label = "working tree" if rev == "." else rev
+            if label in results:  # measured again: both rows shown
+                label += f" (arm {i})"
             results[label] = measure(f"arm{i}", rev, a.key, a.env, plan, tmp)
         if a.keep is not None:
             a.keep.mkdir(parents=True, exist_ok=True)
