@@ -189,7 +189,7 @@ def create_app(
     observed = Observers([log, *telemetry.observers, *observers, *ledger])
     chat = ChatCompletions(
         router=router,
-        dispatcher=Dispatcher(observers=observed),
+        dispatcher=Dispatcher(observers=observed, keepalive=settings.stream_keepalive),
         limits=Limits(
             max_messages=settings.max_messages,
             max_n=settings.max_n,

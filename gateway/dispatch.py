@@ -44,11 +44,15 @@ GUARD_GRACE = 1.0  # seconds a plugin's step has to end once cancelled
 Start = Callable[[Deployment], AsyncGenerator[T, None]]
 
 
-class Dispatcher:
-    """Holds what every request's session shares: the observers."""
+COMMENT = b": keep-alive\n\n"  # an SSE comment: every client's parser skips it
 
-    def __init__(self, *, observers: Observers) -> None:
+
+class Dispatcher:
+    """Holds what every request's session shares: the observers, the keep-alive interval."""
+
+    def __init__(self, *, observers: Observers, keepalive: float = 0.0) -> None:
         self.observers = observers
+        self.keepalive = keepalive
 
     def session(
         self,
@@ -60,12 +64,23 @@ class Dispatcher:
         disconnect: DisconnectSignal | None = None,
     ) -> Session:
         return Session(
-            call, receive, chain, stream=stream, observers=self.observers, disconnect=disconnect
+            call,
+            receive,
+            chain,
+            stream=stream,
+            observers=self.observers,
+            disconnect=disconnect,
+            keepalive=self.keepalive,
         )
 
 
 class Session:
     """One client request's way through its deployments. Use it as ``async with``."""
+
+    # Keep-alives (keep_alive()); class-level defaults: most requests never set them.
+    committed = False  # a keep-alive sent the response head before the first item
+    _ka: tuple[Send, list[tuple[bytes, bytes]], bytes] | None = None  # send, headers, frame
+    _ka_task: asyncio.Task[None] | None = None  # the keep-alive being written
 
     def __init__(
         self,
@@ -76,6 +91,7 @@ class Session:
         stream: bool,
         observers: Observers,
         disconnect: DisconnectSignal | None = None,
+        keepalive: float = 0.0,
     ) -> None:
         self.call = call
         self.chain = chain
@@ -85,6 +101,7 @@ class Session:
         self._disconnect = disconnect
         self._open: tuple[Deployment, AsyncGenerator[Any, None]] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self.keepalive = keepalive  # seconds; 0: no keep-alive frames
 
     async def __aenter__(self) -> Session:
         first = self.chain[0].policy
@@ -107,8 +124,49 @@ class Session:
             await self._end(None, None)
         finally:
             self.dog.close()
+            if self._ka_task is not None:
+                await self.quiet()
             if self._watcher is not None:
                 self._watcher.cancel()
+
+    def keep_alive(self, send: Send, headers: list[tuple[bytes, bytes]], frame: bytes) -> None:
+        """For a streamed answer, called before :meth:`open`: whenever :attr:`keepalive`
+        seconds pass with nothing for the client, send a frame, so that no proxy or client
+        between here and the user takes a slow first token or a long pause for a dead
+        connection. Before the first item the frame is an SSE comment, after a 200 head with
+        ``headers`` (sent once: :attr:`committed` then says a failure must be told in the
+        stream); after it, ``frame``. Nothing per chunk: the watchdog's one timer says when
+        the stream has been quiet."""
+        if self.keepalive > 0:
+            self._ka = (send, headers, frame)
+            self.dog.keep_quiet(self.keepalive, self._quiet_for_long)
+
+    def _quiet_for_long(self) -> None:
+        if self._ka_task is None or self._ka_task.done():
+            self._ka_task = asyncio.get_running_loop().create_task(self._keep_alive())
+
+    async def _keep_alive(self) -> None:
+        if self._ka is None:
+            return
+        send, headers, frame = self._ka
+        try:
+            flowing = self.dog.phase == "idle"  # the first item came: the surface's head
+            if not flowing and not self.committed:
+                self.committed = True
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+            body = frame if flowing else COMMENT
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        except Exception as exc:  # OSError: the client left (the disconnect watch ends it)
+            logger.debug("request %s: keep-alive not sent: %r", self.call.request_id, exc)
+
+    async def quiet(self) -> None:
+        """No more keep-alive frames: the surface is about to send the response's end. One
+        being written is let finish (its head may be the response's)."""
+        self._ka = None
+        self.dog.on_quiet, self.dog.keepalive = None, math.inf
+        task, self._ka_task = self._ka_task, None
+        if task is not None:
+            await task
 
     @property
     def deployment(self) -> Deployment:
@@ -226,6 +284,8 @@ class Session:
             return await self._pump(deployment, stream, first, render, send)
         finally:
             dog.close()  # the stream is over: nothing may cancel what the surface sends last
+            if self._ka_task is not None:
+                await self.quiet()  # nor come after it
 
     async def _pump(
         self,

@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     first_token_timeout: PositiveSeconds = 60.0
     idle_timeout: PositiveSeconds = 60.0
     total_timeout: PositiveSeconds = 600.0
+    # A streamed answer quiet this long gets a keep-alive frame (an SSE comment; Anthropic's
+    # ping on /v1/messages), so proxies and clients do not cut a slow first token or a long
+    # pause. 0: never. Before the first token this commits the stream to status 200.
+    stream_keepalive: Annotated[float, Field(ge=0)] = 15.0
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     breaker_threshold: Annotated[int, Field(ge=0)] = 5
     breaker_cooldown: PositiveSeconds = 30.0

@@ -4,12 +4,16 @@ It enforces the first-token, idle and total timeouts and turns a client disconne
 cancellation, without rescheduling a timer for every chunk: the hot path only records when it
 starts and stops waiting, and the timer, when it fires, checks whether the wait really is over
 and re-arms itself if not. Time spent sending to the client never counts as upstream idleness.
+
+The same timer says when a streamed response has been quiet for ``keepalive`` seconds (no
+chunk since, nor an earlier keep-alive), so that its session can send a keep-alive frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 
 
 class Watchdog:
@@ -23,11 +27,14 @@ class Watchdog:
         "_handle",
         "_limit",
         "_loop",
+        "_quiet_at",
         "_since",
         "_task",
         "_total_at",
         "_waiting",
         "idle",
+        "keepalive",
+        "on_quiet",
         "phase",
         "reason",
     )
@@ -46,6 +53,11 @@ class Watchdog:
         self.phase = "first_token"
         self.reason: str | None = None
         self._closed = False
+        # keep_quiet() sets these: on_quiet() is called after ``keepalive`` seconds with no
+        # chunk and no earlier call (_quiet_at: when the last one was).
+        self.keepalive = math.inf
+        self.on_quiet: Callable[[], None] | None = None
+        self._quiet_at = now
         # Armed by the first restart_first_token(), for the sooner of its window and the
         # total: one timer for a request, not one for the total and another for the window.
         self._handle: asyncio.TimerHandle | None = None
@@ -63,18 +75,50 @@ class Watchdog:
         elif self._waiting and now - self._since >= self._limit:
             self.trip(self.phase)
         else:
+            on_quiet = self.on_quiet
+            if on_quiet is not None and now - self._quiet_since() >= self.keepalive:
+                self._quiet_at = now
+                on_quiet()
             start = self._since if self._waiting else now
-            self._arm(min(start + self._limit, self._total_at))
+            self._arm(self._sooner(min(start + self._limit, self._total_at)))
+
+    def _quiet_since(self) -> float:
+        """When the client last got something: a keep-alive or, once the stream flows, a
+        chunk (waiting() follows each one sent). Before the first token, attempts and their
+        retries start again but the client still has nothing."""
+        if self.phase == "idle" and self._since > self._quiet_at:
+            return self._since
+        return self._quiet_at
+
+    def _sooner(self, when: float) -> float:
+        """``when``, or the next keep-alive if that comes first."""
+        quiet = self._quiet_since() + self.keepalive
+        return quiet if quiet < when else when
+
+    def keep_quiet(self, every: float, on_quiet: Callable[[], None]) -> None:
+        """Call ``on_quiet`` whenever ``every`` seconds pass with nothing for the client."""
+        self.keepalive = every
+        self.on_quiet = on_quiet
+        handle = self._handle
+        if handle is not None and handle.when() > self._quiet_since() + every:  # armed already
+            handle.cancel()
+            self._arm(self._sooner(handle.when()))
 
     def restart_first_token(self, first_token: float | None) -> None:
         """A new attempt: the first-token window starts again (the total does not)."""
         self._limit = first_token or math.inf
         self.phase = "first_token"
         self.waiting()
-        if self._handle is None or self._handle.when() > self._since + self._limit:
+        deadline = self._since + self._limit
+        if self._total_at < deadline:
+            deadline = self._total_at
+        quiet = self._quiet_at + self.keepalive  # no chunk yet: only keep-alives count
+        if quiet < deadline:
+            deadline = quiet
+        if self._handle is None or self._handle.when() > deadline:
             if self._handle is not None:
                 self._handle.cancel()
-            self._arm(min(self._since + self._limit, self._total_at))
+            self._arm(deadline)
 
     def waiting(self) -> None:
         """We start waiting for the upstream's next chunk."""
@@ -134,3 +178,6 @@ class Watchdog:
             self._handle.cancel()
             self._handle = None
         self._closed = True  # no cancellation once the request is done
+        # on_quiet is the session's bound method: the cycle it makes (session -> watchdog ->
+        # session) would leave each stream's objects to the cyclic GC, not to refcounting.
+        self.on_quiet = None

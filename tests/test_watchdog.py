@@ -123,3 +123,61 @@ def test_claim_says_why_and_lets_the_task_answer(reason: str) -> None:
         return claimed
 
     assert asyncio.run(main()) == reason
+
+
+def test_keep_quiet_calls_back_each_quiet_interval_and_never_trips() -> None:
+    """Quiet before the first chunk and between chunks: a call each interval, and the
+    deadlines still apply; a chunk restarts the interval."""
+
+    async def main() -> tuple[int, int, int, str]:
+        calls: list[float] = []
+        dog = Watchdog(idle=5, total=30)
+        dog.restart_first_token(5)
+        dog.keep_quiet(0.1, lambda: calls.append(time.monotonic()))
+        await asyncio.sleep(0.35)  # no first token: calls at ~0.1, 0.2, 0.3
+        before_chunk = len(calls)
+        dog.received()  # the first chunk: sent, then waiting for the next
+        dog.waiting()
+        await asyncio.sleep(0.05)  # within the interval since the chunk
+        right_after = len(calls) - before_chunk
+        await asyncio.sleep(0.3)  # quiet after it
+        later = len(calls) - before_chunk
+        dog.close()
+        return before_chunk, right_after, later, dog.reason or "not tripped"
+
+    before_chunk, right_after, later, reason = asyncio.run(main())
+    assert reason == "not tripped"
+    assert before_chunk >= 2 and right_after == 0 and later >= 2
+
+
+def test_a_retry_does_not_restart_the_quiet_interval() -> None:
+    """Attempts that each fail within the interval still leave the client with nothing:
+    the calls come on time (were the interval restarted per attempt, none would come)."""
+
+    async def main() -> int:
+        calls: list[float] = []
+        dog = Watchdog(idle=5, total=30)
+        dog.restart_first_token(5)
+        dog.keep_quiet(0.2, lambda: calls.append(time.monotonic()))
+        for _ in range(4):
+            await asyncio.sleep(0.15)
+            dog.restart_first_token(5)  # another attempt
+        dog.close()
+        return len(calls)
+
+    assert asyncio.run(main()) >= 2
+
+
+def test_keep_quiet_still_trips_the_first_token_deadline() -> None:
+    async def main() -> tuple[str, int]:
+        calls: list[float] = []
+        dog = Watchdog(idle=5, total=30)
+        dog.restart_first_token(0.5)
+        dog.keep_quiet(0.1, lambda: calls.append(time.monotonic()))
+        try:
+            return (await _cancelled_after(dog, 5.0))[0], len(calls)
+        finally:
+            dog.close()
+
+    reason, count = asyncio.run(main())
+    assert reason == "first_token" and count >= 2

@@ -14,7 +14,14 @@ from gateway.asgi import send_error, send_json
 from gateway.dispatch import Session
 from gateway.errors import APIError
 from gateway.surfaces.chat_render import Aggregator, ChunkRenderer
-from gateway.surfaces.shared import LimitedSurface, Parsed, serve_sse
+from gateway.surfaces.shared import (
+    LimitedSurface,
+    Parsed,
+    answer_failure,
+    keep_alive,
+    serve_sse,
+    stream_error,
+)
 from gateway.validation import ParsedRequest, validate_chat_request
 from providers.base import ChatRequest
 
@@ -43,10 +50,12 @@ class ChatCompletions(LimitedSurface[ParsedRequest]):
         def start(deployment_model: str) -> ChatRequest:
             return session.chat_request(deployment_model, request.body, stream=request.stream)
 
+        if request.stream:
+            keep_alive(session, send)
         try:
             first = await session.open(lambda d: d.provider.stream(start(d.upstream_model)))
         except APIError as exc:
-            await send_error(send, exc)
+            await answer_failure(session, send, exc, plain=send_error, event=stream_error)
             return
         renderer = ChunkRenderer(model=session.deployment.model_id)
         if not request.stream:

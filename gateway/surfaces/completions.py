@@ -35,9 +35,12 @@ from gateway.surfaces.shared import (
     SHAPE_TAGS,
     LimitedSurface,
     Parsed,
+    answer_failure,
     input_shape,
+    keep_alive,
     parse_body,
     serve_sse,
+    stream_error,
     usage_from,
 )
 from gateway.tenancy.estimate import PER_REQUEST, text_tokens
@@ -170,10 +173,12 @@ class CompletionsEndpoint(LimitedSurface[CompletionCall]):
                 )
             )
 
+        if request.stream:
+            keep_alive(session, send)
         try:
             first = await session.open(start)
         except APIError as exc:
-            await send_error(send, exc)
+            await answer_failure(session, send, exc, plain=send_error, event=stream_error)
             return
         renderer = CompletionRenderer(model=session.deployment.model_id)
 

@@ -24,7 +24,15 @@ from gateway.observe import CALL_SCOPE_KEY, Call
 from gateway.routing import Deployment, Router
 from gateway.surfaces.messages_render import MessageRenderer, error_event
 from gateway.surfaces.messages_request import MessagesRequest, Target, parse_messages_request
-from gateway.surfaces.shared import SSE_HEADERS, Parsed, Surface, printable
+from gateway.surfaces.shared import (
+    PING,
+    Parsed,
+    Surface,
+    answer_failure,
+    keep_alive,
+    printable,
+    send_head,
+)
 from gateway.validation import check_content_type
 from providers.anthropic import AnthropicProvider
 from providers.base import ChatRequest, Chunk
@@ -74,10 +82,12 @@ class Messages(Surface[MessagesRequest]):
             body = request.body_for(target_of(deployment))
             return session.chat_request(deployment.upstream_model, body, stream=request.stream)
 
+        if request.stream:
+            keep_alive(session, send, frame=PING)
         try:
             first = await session.open(lambda d: d.provider.stream(start(d)))
         except APIError as exc:
-            await send_anthropic_error(send, exc)
+            await answer_failure(session, send, exc, plain=send_anthropic_error, event=error_event)
             return
         target = target_of(session.deployment)
         renderer = MessageRenderer(
@@ -119,8 +129,8 @@ class Messages(Surface[MessagesRequest]):
     async def _stream(
         self, session: Session, first: Chunk, renderer: MessageRenderer, send: Send
     ) -> None:
+        await send_head(session, send)
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             await send({"type": "http.response.body", "body": renderer.start(), "more_body": True})
         except OSError:  # ASGI 2.4 servers raise it once the client is gone
             raise ClientDisconnected from None

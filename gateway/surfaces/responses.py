@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from starlette.types import Send
 
-from gateway.asgi import ClientDisconnected, send_json
+from gateway.asgi import send_json
 from gateway.dispatch import Session
 from gateway.errors import APIError
 from gateway.surfaces.responses_render import ResponseBuilder
 from gateway.surfaces.responses_request import ResponsesRequest, parse_responses_request
-from gateway.surfaces.shared import SSE_HEADERS, LimitedSurface, Parsed
-from providers.base import ChatRequest
+from gateway.surfaces.shared import LimitedSurface, Parsed, answer_failure, keep_alive, send_head
+from providers.base import ChatRequest, Chunk
 
 
 class ResponsesEndpoint(LimitedSurface[ResponsesRequest]):
@@ -46,12 +46,22 @@ class ResponsesEndpoint(LimitedSurface[ResponsesRequest]):
             body = request.body_for(deployment)
             return session.chat_request(deployment_model, body, stream=request.stream)
 
+        if request.stream:
+            keep_alive(session, send)
         try:
             first = await session.open(
                 lambda d: d.provider.stream(start(d.upstream_model, d.model_id))
             )
         except APIError as exc:
-            await self.send_error(send, exc)
+
+            def failed(error: APIError) -> bytes:
+                """A stream begun by keep-alives: created, then failed."""
+                model = request.model
+                builder = ResponseBuilder(request, model=model, origin=model, stream=True)
+                created = builder.render(Chunk(deltas=[]))
+                return created + builder.finish(error)[0]
+
+            await answer_failure(session, send, exc, plain=self.send_error, event=failed)
             return
         deployment = session.deployment.model_id
         builder = ResponseBuilder(
@@ -66,10 +76,7 @@ class ResponsesEndpoint(LimitedSurface[ResponsesRequest]):
                 _, final = builder.finish(None)
                 await send_json(send, 200, final)
                 return
-            try:
-                await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            except OSError:  # ASGI 2.4 servers raise it once the client is gone
-                raise ClientDisconnected from None
+            await send_head(session, send)
             error = await session.pump(first, builder.render, send)
             end, _ = builder.finish(error)
             await send({"type": "http.response.body", "body": end, "more_body": False})

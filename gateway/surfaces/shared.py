@@ -16,7 +16,7 @@ import abc
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -30,7 +30,7 @@ from gateway.asgi import (
     read_body,
     send_error,
 )
-from gateway.dispatch import Dispatcher, Session
+from gateway.dispatch import COMMENT, Dispatcher, Session
 from gateway.errors import APIError, InvalidRequest, MethodNotAllowed
 from gateway.observe import CALL_SCOPE_KEY, Call
 from gateway.routing import Deployment, Router
@@ -288,6 +288,48 @@ class LimitedSurface(Surface[R]):
         self.limits = limits
 
 
+PING = b'event: ping\ndata: {"type": "ping"}\n\n'  # Anthropic's keep-alive event
+
+
+def keep_alive(session: Session, send: Send, *, frame: bytes = COMMENT) -> None:
+    """A streamed answer's keep-alive frames (``GATEWAY_STREAM_KEEPALIVE``): an SSE comment,
+    or the surface's own ``frame`` once its stream flows."""
+    if session.keepalive > 0:
+        session.keep_alive(send, SSE_HEADERS, frame)
+
+
+async def send_head(session: Session, send: Send) -> None:
+    """The SSE response head, unless a keep-alive already sent it."""
+    if not session.committed:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        except OSError:  # ASGI 2.4 servers raise it once the client is gone
+            raise ClientDisconnected from None
+
+
+def stream_error(error: APIError) -> bytes:
+    """OpenAI's error frame in a stream (no ``[DONE]`` after it)."""
+    return error_event(error.payload())
+
+
+async def answer_failure(
+    session: Session,
+    send: Send,
+    error: APIError,
+    *,
+    plain: Callable[[Send, APIError], Awaitable[None]],
+    event: Callable[[APIError], bytes],
+) -> None:
+    """A request that failed before its first item: its own error response with its status
+    (``plain``), or, when keep-alive frames already began a 200 stream, the surface's error
+    ``event`` to end that stream."""
+    await session.quiet()
+    if session.committed:
+        await send({"type": "http.response.body", "body": event(error), "more_body": False})
+    else:
+        await plain(send, error)
+
+
 async def serve_sse(
     session: Session,
     first: T,
@@ -299,10 +341,11 @@ async def serve_sse(
     """Answer as OpenAI's SSE grammar: the response head, every item as ``render`` frames it,
     then ``tail()`` (a usage event, or nothing) and ``[DONE]``; after a failure, an error
     event and no ``[DONE]``."""
-    try:
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-    except OSError:  # ASGI 2.4 servers raise it once the client is gone
-        raise ClientDisconnected from None
+    if not session.committed:  # else a keep-alive sent the head
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        except OSError:  # ASGI 2.4 servers raise it once the client is gone
+            raise ClientDisconnected from None
     error = await session.pump(first, render, send)
-    end = error_event(error.payload()) if error is not None else tail() + DONE
+    end = stream_error(error) if error is not None else tail() + DONE
     await send({"type": "http.response.body", "body": end, "more_body": False})
