@@ -7,6 +7,7 @@ event, which each SDK raises."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anthropic
@@ -200,3 +201,20 @@ def test_a_fallback_after_keepalives_began_still_answers(
     assert sse_data(response.text)[-1] == "[DONE]"
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "alpha beta"
     assert {c["model"] for c in chunks} == {"fault/ok"}
+
+
+def test_a_client_that_leaves_during_keepalives_cancels_the_upstream(
+    gateway: str, fault_upstream: tuple[str, FaultUpstream]
+) -> None:
+    upstream = fault_upstream[1]
+    upstream.reset()
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", f"{gateway}/v1/chat/completions", json=chat("stall:0")) as response,
+    ):
+        assert response.status_code == 200
+        assert next(response.iter_lines()) == COMMENT  # the head and a keep-alive came
+    left = time.monotonic()
+    seen = upstream.wait_for_disconnect(timeout=5)
+    assert seen is not None, "the upstream never saw the client go away"
+    assert seen - left < 1.0  # not at the first-token timeout (1.5 s)
