@@ -211,14 +211,16 @@ def call_fields(call: Call) -> dict[str, Any]:
 def _details(call: Call) -> str:
     if call.surface is None:
         return ""
-    parts = [f" model={call.model}", f"deployment={call.deployment}", f"attempts={call.attempts}"]
-    if call.ttft is not None:
-        parts.append(f"ttft={call.ttft * 1000:.1f}ms")
-    if call.usage is not None:
-        parts.append(f"tokens={call.usage.input_tokens}+{call.usage.output_tokens}")
+    line = f" model={call.model} deployment={call.deployment} attempts={call.attempts}"
+    first_token_at = call.first_token_at
+    if first_token_at is not None:
+        line += f" ttft={(first_token_at - call.started) * 1000:.1f}ms"
+    usage = call.usage
+    if usage is not None:
+        line += f" tokens={usage.input_tokens}+{usage.output_tokens}"
     if call.error_code is not None:
-        parts.append(f"error={call.error_code}")
-    return " ".join(parts)
+        line += f" error={call.error_code}"
+    return line
 
 
 def describe_cause(exc: BaseException) -> str:
