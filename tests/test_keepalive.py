@@ -77,8 +77,15 @@ def test_a_long_pause_between_chunks_gets_comments(gateway: str) -> None:
     assert sse_data(response.text)[-1] == "[DONE]"
 
 
-def test_a_stream_faster_than_the_interval_gets_none(gateway: str) -> None:
-    response = raw(gateway, "/v1/chat/completions", chat("ok"))
+def test_a_stream_faster_than_the_interval_gets_none(
+    make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]
+) -> None:
+    # an interval no busy machine's stall reaches, for a stream that takes milliseconds
+    url = make_gateway(
+        providers={"fault": fault_provider(fault_upstream[0], models=MODELS)},
+        stream_keepalive=2.0,
+    )
+    response = raw(url, "/v1/chat/completions", chat("ok"))
     assert COMMENT not in response.text
     assert sse_data(response.text)[-1] == "[DONE]"
 

@@ -127,9 +127,10 @@ def test_claim_says_why_and_lets_the_task_answer(reason: str) -> None:
 
 def test_keep_quiet_calls_back_each_quiet_interval_and_never_trips() -> None:
     """Quiet before the first chunk and between chunks: a call each interval, and the
-    deadlines still apply; a chunk restarts the interval."""
+    deadlines still apply; a chunk restarts the interval (a late timer only makes calls
+    later, so "never sooner than an interval after the chunk" holds on a busy machine)."""
 
-    async def main() -> tuple[int, int, int, str]:
+    async def main() -> tuple[int, list[float], str]:
         calls: list[float] = []
         dog = Watchdog(idle=5, total=30)
         dog.restart_first_token(5)
@@ -138,16 +139,15 @@ def test_keep_quiet_calls_back_each_quiet_interval_and_never_trips() -> None:
         before_chunk = len(calls)
         dog.received()  # the first chunk: sent, then waiting for the next
         dog.waiting()
-        await asyncio.sleep(0.05)  # within the interval since the chunk
-        right_after = len(calls) - before_chunk
-        await asyncio.sleep(0.3)  # quiet after it
-        later = len(calls) - before_chunk
+        chunk_at = time.monotonic()
+        await asyncio.sleep(0.45)  # quiet after it
         dog.close()
-        return before_chunk, right_after, later, dog.reason or "not tripped"
+        return before_chunk, [c - chunk_at for c in calls[before_chunk:]], dog.reason or "-"
 
-    before_chunk, right_after, later, reason = asyncio.run(main())
-    assert reason == "not tripped"
-    assert before_chunk >= 2 and right_after == 0 and later >= 2
+    before_chunk, after_chunk, reason = asyncio.run(main())
+    assert reason == "-"  # not tripped
+    assert before_chunk >= 2
+    assert len(after_chunk) >= 2 and min(after_chunk) >= 0.095, after_chunk
 
 
 def test_a_retry_does_not_restart_the_quiet_interval() -> None:
