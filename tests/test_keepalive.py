@@ -27,15 +27,25 @@ USER = [{"role": "user", "content": "alpha beta"}]
 MODELS = ["ok", "slow-first-byte:0.7", "slow:700", "stall:0", "status:429"]
 
 
+def start(
+    make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream], **settings: Any
+) -> str:
+    """A gateway in front of the fault upstream: keep-alives every 0.2 s, a first-token
+    timeout of 1.5 s, no retries and no breaker (the timeouts here are the point, not the
+    upstream's health); ``settings`` change any of it."""
+    defaults: dict[str, Any] = {
+        "stream_keepalive": KEEPALIVE,
+        "first_token_timeout": 1.5,
+        "max_retries": 0,
+        "breaker_threshold": 0,
+    }
+    providers = {"fault": fault_provider(fault_upstream[0], models=MODELS)}
+    return make_gateway(providers=providers, **{**defaults, **settings})
+
+
 @pytest.fixture
 def gateway(make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]) -> str:
-    return make_gateway(
-        providers={"fault": fault_provider(fault_upstream[0], models=MODELS)},
-        stream_keepalive=KEEPALIVE,
-        first_token_timeout=1.5,
-        max_retries=0,
-        breaker_threshold=0,  # the timeouts here are the point, not the upstream's health
-    )
+    return start(make_gateway, fault_upstream)
 
 
 def raw(url: str, path: str, body: dict[str, Any]) -> httpx.Response:
@@ -81,10 +91,7 @@ def test_a_stream_faster_than_the_interval_gets_none(
     make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]
 ) -> None:
     # an interval no busy machine's stall reaches, for a stream that takes milliseconds
-    url = make_gateway(
-        providers={"fault": fault_provider(fault_upstream[0], models=MODELS)},
-        stream_keepalive=2.0,
-    )
+    url = start(make_gateway, fault_upstream, stream_keepalive=2.0)
     response = raw(url, "/v1/chat/completions", chat("ok"))
     assert COMMENT not in response.text
     assert sse_data(response.text)[-1] == "[DONE]"
@@ -176,12 +183,7 @@ def test_a_failure_before_the_first_keepalive_keeps_its_status(gateway: str) -> 
 def test_keepalive_off_sends_none_and_a_timeout_keeps_its_status(
     make_gateway: GatewayFactory, fault_upstream: tuple[str, FaultUpstream]
 ) -> None:
-    url = make_gateway(
-        providers={"fault": fault_provider(fault_upstream[0], models=MODELS)},
-        stream_keepalive=0,
-        first_token_timeout=1.0,
-        max_retries=0,
-    )
+    url = start(make_gateway, fault_upstream, stream_keepalive=0, first_token_timeout=1.0)
     response = raw(url, "/v1/chat/completions", chat("slow:700"))
     assert COMMENT not in response.text and sse_data(response.text)[-1] == "[DONE]"
     response = raw(url, "/v1/chat/completions", chat("stall:0"))
@@ -194,12 +196,11 @@ def test_a_fallback_after_keepalives_began_still_answers(
 ) -> None:
     """Keep-alives send bytes, not tokens: the first token may still come from a retry or a
     fallback, and the client reads one clean answer."""
-    url = make_gateway(
-        providers={"fault": fault_provider(fault_upstream[0], models=MODELS)},
+    url = start(
+        make_gateway,
+        fault_upstream,
         fallbacks={"fault/stall:0": ["fault/ok"]},
-        stream_keepalive=KEEPALIVE,
         first_token_timeout=0.7,
-        max_retries=0,
     )
     response = raw(url, "/v1/chat/completions", chat("stall:0"))
     assert response.status_code == 200
