@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.asgi import JSON_HEADERS
 from gateway.errors import AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.middleware import request_token
+from gateway.observe import CALL_SCOPE_KEY, Call
 from gateway.tenancy.admission import Tenancy
 from gateway.tenancy.keys import KeyRecord, new_key_id, new_secret
 from gateway.tenancy.store import GROUPS, SUMS
@@ -33,6 +34,25 @@ _HEADERS = {k.decode(): v.decode() for k, v in JSON_HEADERS if k != b"content-ty
 Count = Annotated[int, Field(ge=1, le=10**12)]
 ModelPattern = Annotated[str, Field(min_length=1, max_length=300)]
 MAX_METADATA_BYTES = 16 * 1024
+
+
+# What an audit line shows of a key: its limits, never its metadata (anything a team put
+# there) and never its secret (the display form is the secret's first and last characters).
+_AUDITED = (
+    *("models", "rpm", "tpm", "max_parallel"),
+    *("budget_usd", "budget_tokens", "budget_period", "expires_at"),
+)
+
+
+def _audit(request: Request, what: str, *args: Any) -> None:
+    """One line per change an admin makes, with the request's id: who changed which key, how."""
+    call: Call | None = request.scope.get(CALL_SCOPE_KEY)
+    logger.info("request %s: admin: " + what, call.request_id if call else "-", *args)
+
+
+def _limits(key: dict[str, Any], fields: Iterable[str] = _AUDITED) -> str:
+    shown = [f"{name}={key[name]!r}" for name in fields if name in _AUDITED]
+    return ", ".join(shown) or "no limits"
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -142,7 +162,7 @@ def admin_routes(tenancy: Tenancy) -> APIRouter:
         return key
 
     @router.post("/keys")
-    async def create_key(body: KeyCreate) -> Response:
+    async def create_key(body: KeyCreate, request: Request) -> Response:
         fields = _columns(body.model_dump())
         secret = new_secret()
         key = KeyRecord(
@@ -163,7 +183,12 @@ def admin_routes(tenancy: Tenancy) -> APIRouter:
         )
         await _db(tenancy.store.insert_key(key, tenancy.digest(secret.encode())))
         tenancy.remember(secret.encode(), key)
-        return _json({**key.public(), "key": secret}, 201)
+        public = key.public()
+        limited = [name for name in _AUDITED if public[name] is not None]
+        _audit(
+            request, "key %s created, name %r: %s", key.id, key.name[:100], _limits(public, limited)
+        )
+        return _json({**public, "key": secret}, 201)
 
     @router.get("/keys")
     async def list_keys(request: Request) -> Response:
@@ -187,7 +212,7 @@ def admin_routes(tenancy: Tenancy) -> APIRouter:
         return _json((await existing(key_id)).public())
 
     @router.patch("/keys/{key_id}")
-    async def patch_key(key_id: str, body: KeyPatch) -> Response:
+    async def patch_key(key_id: str, body: KeyPatch, request: Request) -> Response:
         await existing(key_id)
         changes = _columns(body.model_dump(exclude_unset=True))
         for required in ("name", "budget_period"):
@@ -196,14 +221,25 @@ def admin_routes(tenancy: Tenancy) -> APIRouter:
         key = await _db(tenancy.store.update_key(key_id, changes))
         tenancy.forget(key_id)
         assert key is not None
-        return _json(key.public())
+        public = key.public()
+        sent = body.model_fields_set
+        others = sorted(sent - set(_AUDITED))  # name, metadata: said changed, not shown
+        _audit(
+            request,
+            "key %s updated: %s%s",
+            key_id,
+            _limits(public, [name for name in _AUDITED if name in sent]),
+            f"; also {', '.join(others)}" if others else "",
+        )
+        return _json(public)
 
     @router.delete("/keys/{key_id}")
-    async def revoke_key(key_id: str) -> Response:
+    async def revoke_key(key_id: str, request: Request) -> Response:
         await existing(key_id)
         key = await _db(tenancy.store.revoke_key(key_id, time.time()))
         tenancy.forget(key_id)
         assert key is not None
+        _audit(request, "key %s revoked", key_id)
         return _json(key.public())
 
     @router.get("/usage")

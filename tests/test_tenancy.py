@@ -6,6 +6,7 @@ requests in flight (429 with headers), budgets reserved then settled (429
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -109,6 +110,29 @@ def test_a_key_is_created_shown_once_and_used_from_the_sdk(url: str, admin: Admi
     assert secret not in str(shown) and secret not in str(listed)
     assert shown["metadata"] == {"team": "a"} and shown["status"] == "active"
     assert created["id"] in [k["id"] for k in listed["data"]]
+
+
+def test_every_key_change_is_logged_with_its_request_never_its_secret(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    caplog.set_level(logging.INFO, logger="gateway.admin")
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        body = {"name": "bob\nforged line", "rpm": 7, "metadata": {"note": "private-note"}}
+        created = client.post("/admin/keys", json=body, headers={"x-request-id": "audit-1"})
+        key_id = created.json()["id"]
+        change = {"rpm": 9, "metadata": {"note": "also-private"}}
+        client.patch(f"/admin/keys/{key_id}", json=change, headers={"x-request-id": "audit-2"})
+        client.delete(f"/admin/keys/{key_id}", headers={"x-request-id": "audit-3"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.admin"]
+    secret = created.json()["key"]
+    assert lines == [
+        f"request audit-1: admin: key {key_id} created, name 'bob\\nforged line': rpm=7, "
+        "budget_period='total'",
+        f"request audit-2: admin: key {key_id} updated: rpm=9; also metadata",
+        f"request audit-3: admin: key {key_id} revoked",
+    ]
+    assert not any(secret in line or "private" in line for line in lines)
 
 
 @pytest.mark.parametrize(
