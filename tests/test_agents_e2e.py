@@ -26,7 +26,12 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.testing import parse_messages_sse, parse_responses_sse
+from providers.testing import (
+    check_messages_stream,
+    check_responses_stream,
+    parse_messages_sse,
+    parse_responses_sse,
+)
 from tests.support.agent_clis import (
     claude_env,
     codex_env,
@@ -49,8 +54,10 @@ SCRIPTED_COMMAND = f"echo {SCRIPTED_MARKER} > marker.txt && cat marker.txt"
 SCRIPTED_ANSWER = f"The scripted model read {SCRIPTED_MARKER} from the tool."
 HALF_ANSWER = "A half answer that must never pass for a whole one"  # the upstream's too
 TITLE = '{"title": "Marker file"}'
+PATIENT_ANSWER = "Slowly but surely."  # three pieces, 0.5 s apart: keep-alives between them
 SCRIPT = [
     {"match": "^<session>", "content": TITLE},  # Claude Code's background call naming a session
+    {"match": "E2E-PATIENT", "content": PATIENT_ANSWER, "delay_ms": 500},
     {"match": "E2E-FAIL", "content": HALF_ANSWER, "error": 503},
     {"match": SCRIPTED_MARKER, "content": SCRIPTED_ANSWER},
     {
@@ -125,6 +132,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # One attempt per request, and no breaker carrying one test's failures into the next.
             "GATEWAY_MAX_RETRIES=0\n"
             "GATEWAY_BREAKER_THRESHOLD=0\n"
+            # Keep-alive frames in any pause over 0.2 s: the CLIs must read past them.
+            "GATEWAY_STREAM_KEEPALIVE=0.2\n"
         )
         site = _scripted_site(where / "site")
         port = free_port()
@@ -267,6 +276,45 @@ def _assert_failed_visibly(run: Run) -> None:
     # What was streamed before the failure is never printed as the answer (Codex shows it as
     # progress on stderr; its answer, on stdout, stays empty).
     assert "a half answer" not in run.result.stdout.lower(), run.printed
+
+
+@clis
+@both
+def test_keepalives_in_a_slow_answer_do_not_disturb_the_clis(
+    client: str, stack: Stack, scratch: Path
+) -> None:
+    """Anthropic's ping events (Claude Code) and SSE comments (Codex) between the pieces."""
+    run = run_agent(client, "E2E-PATIENT: take your time.", CLIENT_MODEL[client], stack, scratch)
+    assert run.result.returncode == 0, run.printed
+    assert PATIENT_ANSWER in run.result.stdout, run.printed
+
+
+def test_the_slow_answer_carries_keepalives_on_both_surfaces(stack: Stack) -> None:
+    """What the test above feeds the CLIs: the frames are there."""
+    headers = {"authorization": f"Bearer {KEY}"}
+    messages = httpx.post(
+        f"{stack.gateway}/v1/messages",
+        json={
+            "model": CLIENT_MODEL["claude"],
+            "max_tokens": 100,
+            "stream": True,
+            "messages": [{"role": "user", "content": "E2E-PATIENT"}],
+        },
+        headers=headers,
+        timeout=30,
+    )
+    responses = httpx.post(
+        f"{stack.gateway}/v1/responses",
+        json={"model": CLIENT_MODEL["codex"], "stream": True, "input": "E2E-PATIENT"},
+        headers=headers,
+        timeout=30,
+    )
+    assert messages.text.count("event: ping\n") >= 3, messages.text
+    assert responses.text.count(": keep-alive\n") >= 3, responses.text
+    said = check_messages_stream(parse_messages_sse(messages.text))  # ping is in its grammar
+    assert said.text == PATIENT_ANSWER and said.stop_reason == "end_turn"
+    answered = check_responses_stream(parse_responses_sse(responses.text))
+    assert answered.text == PATIENT_ANSWER and answered.status == "completed"
 
 
 @clis
