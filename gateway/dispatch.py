@@ -221,7 +221,9 @@ class Session:
                         code="upstream_truncated",
                     )
                 except ProviderError as exc:
-                    error = exc
+                    # Kept past this block: without its traceback, which holds this frame
+                    # (and so the error itself: a cycle left to the collector each failure).
+                    error = exc.with_traceback(None)
                 except asyncio.CancelledError:
                     reason = dog.claim()
                     if reason != "first_token":

@@ -94,15 +94,26 @@ def _caused(error: TransportError, cause: BaseException | None) -> TransportErro
     return error
 
 
+def _raised(error: TransportError) -> TransportError:
+    """A connection's failure, to raise in a task waiting on it: a new exception each time.
+    A raised exception's traceback holds the frames it passed, the connection's among them;
+    the stored one would then hold its own connection, a cycle left to the collector."""
+    return _caused(type(error)(*error.args), error.__cause__)
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; carries one exchange at a time."""
+
+    # The parser holds this connection (its callbacks): made when the connection is, dropped
+    # when it is lost, so that neither a failed connect nor a closed connection leaves the
+    # pair to the cyclic collector.
+    parser: httptools.HttpResponseParser
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         # Kept: asyncio.get_running_loop() checks the process id (a syscall) on every call.
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)  # resets itself after each message
         self.closed = False
         self.idle = False  # in the pool's idle list
         self.expires_at = 0.0  # when idle: time.monotonic() after which it is not reused
@@ -126,6 +137,7 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.parser = httptools.HttpResponseParser(self)  # resets itself after each message
         sock = transport.get_extra_info("socket")
         if _HAS_POLL and sock is not None:
             # Both loops give the raw socket's fd (asyncio's TransportSocket, uvloop's
@@ -166,6 +178,7 @@ class _Connection(asyncio.Protocol):
                 self._fail(NoResponse(f"{where} closed the connection without a response"), exc)
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
+        vars(self).pop("parser", None)  # no more data comes; see the class's note
 
     def pause_writing(self) -> None:
         self._writable = self._loop.create_future()
@@ -250,7 +263,7 @@ class _Connection(asyncio.Protocol):
             await self._writable
         while not self._head_done:
             if self._error is not None:
-                raise self._error
+                raise _raised(self._error)
             await self._wait()
         return self._status, self._headers
 
@@ -261,7 +274,7 @@ class _Connection(asyncio.Protocol):
             if self.complete:
                 return b""
             if self._error is not None:
-                raise self._error
+                raise _raised(self._error)
             # Inline, not self._wait(): this runs for every piece of a paced stream.
             waiter = self._waiter = self._loop.create_future()
             try:
