@@ -76,3 +76,20 @@ def test_workers_serve_the_api_and_log_access(tmp_path: Path) -> None:
     assert "--workers > 1 serves the API only" in output
     assert output.count('"POST /v1/chat/completions" 200') == 4
     assert "Traceback" not in output
+
+
+def test_the_collector_is_settled_after_start_up() -> None:
+    """What start-up built is frozen, and the young generation's threshold raised (the
+    reasons are in settle_collector's docstring; requests leave no cycles to find)."""
+    import gc
+
+    from gateway.cli import GC_YOUNG, settle_collector
+
+    threshold = gc.get_threshold()
+    try:
+        settle_collector()
+        assert gc.get_threshold() == (GC_YOUNG, *threshold[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
