@@ -294,8 +294,7 @@ PING = b'event: ping\ndata: {"type": "ping"}\n\n'  # Anthropic's keep-alive even
 def keep_alive(session: Session, send: Send, *, frame: bytes = COMMENT) -> None:
     """A streamed answer's keep-alive frames (``GATEWAY_STREAM_KEEPALIVE``): an SSE comment,
     or the surface's own ``frame`` once its stream flows."""
-    if session.keepalive > 0:
-        session.keep_alive(send, SSE_HEADERS, frame)
+    session.keep_alive(send, SSE_HEADERS, frame)
 
 
 async def send_head(session: Session, send: Send) -> None:
@@ -341,11 +340,7 @@ async def serve_sse(
     """Answer as OpenAI's SSE grammar: the response head, every item as ``render`` frames it,
     then ``tail()`` (a usage event, or nothing) and ``[DONE]``; after a failure, an error
     event and no ``[DONE]``."""
-    if not session.committed:  # else a keep-alive sent the head
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        except OSError:  # ASGI 2.4 servers raise it once the client is gone
-            raise ClientDisconnected from None
+    await send_head(session, send)
     error = await session.pump(first, render, send)
     end = stream_error(error) if error is not None else tail() + DONE
     await send({"type": "http.response.body", "body": end, "more_body": False})
