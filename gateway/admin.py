@@ -50,9 +50,9 @@ def _audit(request: Request, what: str, *args: Any) -> None:
     logger.info("request %s: admin: " + what, call.request_id if call else "-", *args)
 
 
-def _limits(key: dict[str, Any], fields: Iterable[str] = _AUDITED) -> str:
-    shown = [f"{name}={key[name]!r}" for name in fields if name in _AUDITED]
-    return ", ".join(shown) or "no limits"
+def _limits(key: dict[str, Any], fields: Iterable[str]) -> str:
+    """``fields`` (of :data:`_AUDITED`) of a key's public form, as ``name=value``."""
+    return ", ".join(f"{name}={key[name]!r}" for name in fields) or "no limits"
 
 
 def _json(payload: Any, status: int = 200) -> Response:
