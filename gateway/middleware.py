@@ -18,6 +18,7 @@ from gateway.asgi import header, send_anthropic_error, send_error
 from gateway.errors import APIError, AuthenticationError, InvalidRequest
 from gateway.ids import random_hex
 from gateway.observe import CALL_SCOPE_KEY, Call, Observers
+from gateway.response_head import send_start
 from gateway.tenancy.admission import TENANT_SCOPE_KEY, Tenancy
 
 _QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "api-key", "key", "access_token", "token"})
@@ -61,6 +62,8 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 call.status = message["status"]
                 message["headers"] = [*message.get("headers", ()), id_header]
+                if call.head_lines is not None:  # a virtual key's x-ratelimit-*
+                    return send_start(send, message, call.head_lines)
             return send(message)
 
         try:

@@ -51,6 +51,9 @@ class Call:
     # Micro-USD charged and whether the model had a price, once a virtual key's request is
     # settled (the ledger bills the same figure, not a second lookup).
     cost: tuple[int, bool] | None = None
+    # Header lines ("name: value\r\n") the response carries besides its own: a limited
+    # virtual key's x-ratelimit-* (gateway.response_head).
+    head_lines: bytes | None = None
     trace: Any = None  # the tracing observer's state for this request (None when tracing is off)
 
     @property

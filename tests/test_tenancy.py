@@ -240,6 +240,23 @@ def test_rpm_limits_with_headers_on_every_response(url: str, admin: Admin) -> No
     assert error.response.headers["x-should-retry"] == "true"
 
 
+def test_a_key_with_both_limits_gets_all_six_headers_once(url: str, admin: Admin) -> None:
+    key = admin.create(name="both", rpm=100, tpm=100_000)["key"]
+    for stream in (False, True):
+        body = {"model": "echo/echo", "messages": MESSAGE, "stream": stream}
+        auth = {"authorization": f"Bearer {key}"}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=auth) as r:
+            r.read()
+        assert r.status_code == 200
+        for name in ("requests", "tokens"):
+            (limit,) = r.headers.get_list(f"x-ratelimit-limit-{name}")
+            (left,) = r.headers.get_list(f"x-ratelimit-remaining-{name}")
+            (reset,) = r.headers.get_list(f"x-ratelimit-reset-{name}")
+            assert 0 <= int(left) < int(limit) == (100 if name == "requests" else 100_000)
+            assert reset.endswith("ms") or reset.endswith("s")
+        assert len(r.headers.get_list("x-request-id")) == 1
+
+
 def test_tpm_counts_reserved_tokens_and_refunds_the_unused(url: str, admin: Admin) -> None:
     key = admin.create(name="tpm", tpm=200)["key"]
     # Reserved: "user" and the content, 4 + 23 bytes, + 4 + 3 = 34 input, 50 output: 84;

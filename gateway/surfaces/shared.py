@@ -253,8 +253,6 @@ class Surface(abc.ABC, Generic[R]):
             call.error_code = exc.code
             await self.send_error(send, exc)
             return
-        if ticket is not None:
-            send = ticket.wrap(send)
         try:
             async with self.dispatcher.session(
                 call,

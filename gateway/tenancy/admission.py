@@ -20,10 +20,11 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from starlette.types import Message, Scope, Send
+from starlette.types import Scope
 
 from gateway.errors import (
     APIError,
@@ -35,9 +36,11 @@ from gateway.errors import (
     ServiceUnavailable,
 )
 from gateway.observe import Call
+from gateway.response_head import split
 from gateway.routing import Deployment
 from gateway.settings import Settings
-from gateway.tenancy.keys import KeyRecord, key_digest, looks_like_key, window
+from gateway.tenancy.keys import KeyRecord, Window, key_digest, looks_like_key
+from gateway.tenancy.keys import window as current_window
 from gateway.tenancy.ledger import Ledger, request_cost
 from gateway.tenancy.limits import Ask, LocalLimiter, Verdict
 from gateway.tenancy.prices import Prices, Rate
@@ -51,6 +54,14 @@ _PROCESS = os.urandom(6).hex() + "-"
 _counter = itertools.count()
 _NEGATIVE_CACHE = 10_000  # unknown secrets remembered at most (a flood of guesses)
 _MODELS_REMEMBERED = 256  # per key: whether it may use a model name
+_RATES_REMEMBERED = 1024  # the price bound of a (model, deployments) pair
+_NO_WINDOW: Window = ("total", 0.0, math.inf)  # a key without a budget
+_UNKNOWN = object()
+# The x-ratelimit-* lines after a limit's own (the reset under a second: whole milliseconds).
+_REQUESTS = b"%bx-ratelimit-remaining-requests: %d\r\nx-ratelimit-reset-requests: %b\r\n"
+_REQUESTS_MS = b"%bx-ratelimit-remaining-requests: %d\r\nx-ratelimit-reset-requests: %dms\r\n"
+_TOKENS = b"%bx-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: %b\r\n"
+_TOKENS_MS = b"%bx-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: %dms\r\n"
 
 
 class LimitsUnavailable(Exception):
@@ -78,20 +89,25 @@ class Admissible(Protocol):
 class Tenant:
     """A request's virtual key, on the ASGI scope for the surfaces and routes: the record and
     what is derived from it once per key (the cache holds one per key, so a request builds
-    none of it): the models checked, the ``x-ratelimit-limit-*`` headers."""
+    none of it): the models checked, the ``x-ratelimit-limit-*`` headers, the budget window.
 
-    __slots__ = ("_allowed", "_rpm_header", "_tpm_header", "key", "tenancy")
+    Admission runs for every request of a limited key, so :meth:`admit` and the limiter's
+    step are written flat: one function each, no helper called on the way through."""
+
+    __slots__ = ("_allowed", "_rpm_line", "_tpm_line", "_window", "key", "tenancy")
 
     def __init__(self, tenancy: Tenancy, key: KeyRecord) -> None:
         self.tenancy = tenancy
         self.key = key
         self._allowed: dict[str, bool] = {}
-        self._rpm_header = (
-            (b"x-ratelimit-limit-requests", b"%d" % key.rpm) if key.rpm is not None else None
+        self._rpm_line = (
+            b"x-ratelimit-limit-requests: %d\r\n" % key.rpm if key.rpm is not None else None
         )
-        self._tpm_header = (
-            (b"x-ratelimit-limit-tokens", b"%d" % key.tpm) if key.tpm is not None else None
+        self._tpm_line = (
+            b"x-ratelimit-limit-tokens: %d\r\n" % key.tpm if key.tpm is not None else None
         )
+        # A key without a budget counts in no window; one with a budget, in the current one.
+        self._window: Window = _NO_WINDOW
 
     def allows(self, model: str) -> bool:
         allowed = self._allowed.get(model)
@@ -102,13 +118,18 @@ class Tenant:
         return allowed
 
     async def admit(
-        self, call: Call, parsed: Admissible, chain: Sequence[Deployment]
+        self, call: Call, parsed: Admissible, chain: tuple[Deployment, ...]
     ) -> Ticket | None:
-        """Admit a request or raise its 4xx/503; None when the key has nothing to count."""
+        """Admit a request or raise its 4xx/503; None when the key has nothing to count.
+        An admitted request's ``x-ratelimit-*`` headers go on ``call.response_headers``."""
         key = self.key
-        if not self.allows(parsed.model):
+        model = parsed.model
+        allowed = self._allowed.get(model)
+        if allowed is None:
+            allowed = self.allows(model)
+        if not allowed:
             raise PermissionDenied(
-                f"this API key may not use the model '{parsed.model[:200]}'",
+                f"this API key may not use the model '{model[:200]}'",
                 param="model",
                 code="model_not_allowed",
             )
@@ -124,43 +145,41 @@ class Tenant:
                 cap = min(cap, (key.tpm - tokens_in) // choices)
             if key.caps_output and parsed.cap_output is not None and cap >= 1:
                 parsed.cap_output(cap)
+            elif cap < 1 and key.tpm is not None:  # the input alone fills the minute
+                raise _too_large(tokens_in, key.tpm)
         tokens_out = cap * choices if cap > 0 else 0
         tokens = tokens_in + tokens_out
-        no_room = parsed.output_cap is None and cap < 1  # the input alone fills the minute
-        if key.tpm is not None and (tokens > key.tpm or no_room):
-            raise InvalidRequest(
-                f"this request may use up to {tokens} tokens (input estimate plus output "
-                f"bound), more than this key's limit of {key.tpm} tokens per minute",
-                code="tokens_exceed_limit",
-            )
+        if key.tpm is not None and tokens > key.tpm:
+            raise _too_large(tokens, key.tpm)
         micro_usd = 0
-        if key.budget_micro_usd is not None:
-            rate = tenancy.rate(parsed.model, chain)
-            if rate is None:
-                raise InvalidRequest(
-                    f"the model '{parsed.model[:200]}' has no price (GATEWAY_PRICES), and this "
-                    "key has a budget in USD",
-                    param="model",
-                    code="model_not_priced",
-                )
-            micro_usd = rate.cost(tokens_in, tokens_out)
-        name, start, end = window(key.budget_period, time.time())
-        ask = Ask(
-            key_id=key.id,
-            reservation=f"{_PROCESS}{next(_counter):x}",
-            rpm=key.rpm,
-            tpm=key.tpm,
-            max_parallel=key.max_parallel,
-            budget_micro_usd=key.budget_micro_usd,
-            budget_tokens=key.budget_tokens,
-            window=name,
-            window_start=start,
-            window_end=end,
-            tokens=tokens,
-            micro_usd=micro_usd,
+        window = _NO_WINDOW
+        if key.budgeted:
+            if key.budget_micro_usd is not None:
+                rate = tenancy.rate(model, chain)
+                if rate is None:
+                    raise InvalidRequest(
+                        f"the model '{model[:200]}' has no price (GATEWAY_PRICES), and this "
+                        "key has a budget in USD",
+                        param="model",
+                        code="model_not_priced",
+                    )
+                micro_usd = rate.cost(tokens_in, tokens_out)
+            window = self._window
+            now = time.time()
+            if not window[1] <= now < window[2]:
+                window = self._window = current_window(key.budget_period, now)
+        ticket = Ticket(
+            key,
+            f"{_PROCESS}{next(_counter):x}",
+            window,
+            tokens,
+            micro_usd,
+            tenancy,
+            tokens_in,
+            tokens_out,
         )
         try:
-            verdict = await tenancy.limiter.admit(ask)
+            verdict = await tenancy.limiter.admit(ticket)
         except Exception as exc:  # the database or Redis: a fast 503, never a 500
             if not isinstance(exc, LimitsUnavailable):
                 logger.error("admission failed: %s", type(exc).__name__, exc_info=exc)
@@ -169,27 +188,32 @@ class Tenant:
                 code="limits_unavailable",
                 headers={"retry-after": "1"},
             ) from None
-        headers = self.rate_headers(verdict)
         if not verdict.ok:
-            raise _refusal(verdict, {k.decode(): v.decode() for k, v in headers})
-        return Ticket(tenancy, ask, headers, tokens_in, tokens_out)
+            lines = self.rate_lines(verdict)
+            raise _refusal(verdict, {k.decode(): v.decode() for k, v in split(lines)})
+        if self._rpm_line is not None or self._tpm_line is not None:
+            call.head_lines = self.rate_lines(verdict)
+        return ticket
 
-    def rate_headers(self, verdict: Verdict) -> list[tuple[bytes, bytes]]:
-        """OpenAI's ``x-ratelimit-*`` headers of a key with an RPM or a TPM."""
-        headers: list[tuple[bytes, bytes]] = []
-        if self._rpm_header is not None and verdict.requests_remaining is not None:
-            headers += (
-                self._rpm_header,
-                (b"x-ratelimit-remaining-requests", b"%d" % verdict.requests_remaining),
-                (b"x-ratelimit-reset-requests", _reset(verdict.requests_reset)),
-            )
-        if self._tpm_header is not None and verdict.tokens_remaining is not None:
-            headers += (
-                self._tpm_header,
-                (b"x-ratelimit-remaining-tokens", b"%d" % verdict.tokens_remaining),
-                (b"x-ratelimit-reset-tokens", _reset(verdict.tokens_reset)),
-            )
-        return headers
+    def rate_lines(self, verdict: Verdict) -> bytes:
+        """OpenAI's ``x-ratelimit-*`` headers of a key with an RPM or a TPM, as header lines
+        (:mod:`gateway.response_head`)."""
+        lines = b""
+        left = verdict.requests_remaining
+        if self._rpm_line is not None and left is not None:
+            reset = verdict.requests_reset
+            if reset < 1:  # a key far from its limit: no string formatting
+                lines = _REQUESTS_MS % (self._rpm_line, left, math.ceil(reset * 1000))
+            else:
+                lines = _REQUESTS % (self._rpm_line, left, duration(reset).encode())
+        left = verdict.tokens_remaining
+        if self._tpm_line is not None and left is not None:
+            reset = verdict.tokens_reset
+            if reset < 1:
+                lines += _TOKENS_MS % (self._tpm_line, left, math.ceil(reset * 1000))
+            else:
+                lines += _TOKENS % (self._tpm_line, left, duration(reset).encode())
+        return lines
 
 
 class Tenancy:
@@ -213,6 +237,7 @@ class Tenancy:
         self._tag_key = os.urandom(32)
         self._cache: dict[bytes, tuple[float, Tenant | None]] = {}
         self._lookups: dict[bytes, asyncio.Future[Tenant | None]] = {}
+        self._rates: dict[tuple[str, tuple[Deployment, ...]], Rate | None] = {}
         self._ready: asyncio.Future[None] | None = None
 
     async def baseline(self, key_id: str, since: float) -> tuple[int, int]:
@@ -334,49 +359,35 @@ class Tenancy:
             del self._lookups[tag]
 
     # Admission
-    def rate(self, model: str, chain: Sequence[Deployment]) -> Rate | None:
-        """The highest rate over the deployments that may answer (None: some are unpriced)."""
+    def rate(self, model: str, chain: tuple[Deployment, ...]) -> Rate | None:
+        """The highest rate over the deployments that may answer (None: some are unpriced);
+        remembered per model and chain (deployments hash by identity; prices never change)."""
+        pair = (model, chain)
+        found = self._rates.get(pair, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]
         bound: Rate | None = None
         for deployment in chain:
             rate = self.prices.rate((deployment.model_id, deployment.upstream_model, model))
             if rate is None:
-                return None
+                bound = None
+                break
             bound = rate if bound is None else bound.bound(rate)
+        if len(self._rates) >= _RATES_REMEMBERED:  # model names come from clients: bounded
+            self._rates.clear()
+        self._rates[pair] = bound
         return bound
 
 
-class Ticket:
-    """An admitted request: its reservation, its headers, its one settlement."""
+@dataclass(slots=True)
+class Ticket(Ask):
+    """An admitted request: its claim on the counters (the limiter's :class:`Ask`), and its
+    one settlement."""
 
-    __slots__ = ("ask", "headers", "settled", "tenancy", "tokens_in", "tokens_out")
-
-    def __init__(
-        self,
-        tenancy: Tenancy,
-        ask: Ask,
-        headers: list[tuple[bytes, bytes]],
-        tokens_in: int,
-        tokens_out: int,
-    ) -> None:
-        self.tenancy = tenancy
-        self.ask = ask
-        self.headers = headers
-        self.tokens_in = tokens_in
-        self.tokens_out = tokens_out
-        self.settled = False
-
-    def wrap(self, send: Send) -> Send:
-        """``send`` that adds the rate-limit headers to the response head."""
-        extra = self.headers
-        if not extra:
-            return send
-
-        def send_with_headers(message: Message) -> Awaitable[None]:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
-            return send(message)
-
-        return send_with_headers
+    tenancy: Tenancy
+    tokens_in: int
+    tokens_out: int
+    settled: bool = False
 
     async def settle(self, call: Call) -> None:
         """Charge what the request used, once. Without the provider's usage, a request that
@@ -391,10 +402,9 @@ class Ticket:
                 input_tokens=self.tokens_in, output_tokens=self.tokens_out, source="estimated"
             )
         tokens = 0 if usage is None else usage.input_tokens + usage.output_tokens
-        call.cost = request_cost(self.tenancy.prices, call)  # what the ledger bills too
-        micro_usd = call.cost[0]
+        cost = call.cost = request_cost(self.tenancy.prices, call)  # what the ledger bills too
         try:
-            await self.tenancy.limiter.settle(self.ask, tokens, micro_usd)
+            await self.tenancy.limiter.settle(self, tokens, cost[0])
         except Exception as exc:  # the limiter queues or expires what it cannot settle
             logger.error("request %s: settling failed (%s)", call.request_id, type(exc).__name__)
 
@@ -409,12 +419,12 @@ def duration(seconds: float) -> str:
     return f"{int(minutes)}m{round(rest):d}s"
 
 
-def _reset(seconds: float) -> bytes:
-    """:func:`duration` as a header value; under a second (a key far from its limit) without
-    a string format."""
-    if seconds < 1:
-        return b"%dms" % max(0, math.ceil(seconds * 1000))
-    return duration(seconds).encode()
+def _too_large(tokens: int, tpm: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"this request may use up to {tokens} tokens (input estimate plus output bound), "
+        f"more than this key's limit of {tpm} tokens per minute",
+        code="tokens_exceed_limit",
+    )
 
 
 def _refusal(verdict: Verdict, headers: dict[str, str]) -> APIError:

@@ -21,6 +21,7 @@ KEY_PREFIX = "sk-gw-"
 _ALPHABET = string.ascii_letters + string.digits
 _SECRET_CHARS = 43  # 62**43 > 2**256
 BudgetPeriod = Literal["day", "month", "total"]
+Window = tuple[str, float, float]  # a budget window: its id, start and end (epoch seconds)
 
 
 def new_secret() -> str:
@@ -71,10 +72,12 @@ class KeyRecord:
     # Derived once (the record is immutable): read on every request.
     limited: bool = field(init=False, default=False)  # any counter applies
     caps_output: bool = field(init=False, default=False)  # the output must be bounded
+    budgeted: bool = field(init=False, default=False)  # a budget in USD or tokens
 
     def __post_init__(self) -> None:
         budgeted = self.budget_micro_usd is not None or self.budget_tokens is not None
         caps = self.tpm is not None or budgeted
+        object.__setattr__(self, "budgeted", budgeted)
         object.__setattr__(self, "caps_output", caps)
         object.__setattr__(
             self, "limited", caps or self.rpm is not None or self.max_parallel is not None
@@ -128,10 +131,10 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-_windows: dict[str, tuple[str, float, float]] = {}
+_windows: dict[str, Window] = {}
 
 
-def window(period: BudgetPeriod, now: float) -> tuple[str, float, float]:
+def window(period: BudgetPeriod, now: float) -> Window:
     """The budget window holding ``now``: its id, start and end (epoch seconds, UTC calendar).
 
     The id names the window, so nothing ever has to be reset: a new day is a new counter.
@@ -145,7 +148,7 @@ def window(period: BudgetPeriod, now: float) -> tuple[str, float, float]:
     return found
 
 
-def _window(period: BudgetPeriod, now: float) -> tuple[str, float, float]:
+def _window(period: BudgetPeriod, now: float) -> Window:
     if period == "total":
         return "total", 0.0, math.inf
     at = datetime.fromtimestamp(now, UTC)

@@ -21,23 +21,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from gateway.tenancy.keys import KeyRecord, Window
+
 MINUTE = 60.0
 
 
 @dataclass(slots=True)
 class Ask:
-    """One request's claim on its key's counters."""
+    """One request's claim on its key's counters: the key (its limits), and what this request
+    reserves."""
 
-    key_id: str
+    key: KeyRecord
     reservation: str  # unique per request: settlement is keyed by it
-    rpm: int | None
-    tpm: int | None
-    max_parallel: int | None
-    budget_micro_usd: int | None
-    budget_tokens: int | None
-    window: str  # budget window id ("2026-12", "2026-12-02", "total")
-    window_start: float
-    window_end: float
+    window: Window  # the budget window: id ("2026-12", "2026-12-02", "total"), start, end
     tokens: int  # reserved: input estimate + output bound
     micro_usd: int  # reserved cost
 
@@ -54,21 +50,6 @@ class Verdict:
     tokens_remaining: int | None = None
     tokens_reset: float = 0.0
     degraded: bool = False  # decided without the shared counters (Redis unreachable)
-
-
-def gcra(tat: float, now: float, limit: int, cost: int) -> tuple[bool, float, float, int]:
-    """One GCRA step: (admitted, new TAT, retry after, remaining) for ``cost`` units."""
-    interval = MINUTE / limit
-    base = tat if tat > now else now
-    new_tat = base + cost * interval
-    excess = new_tat - now - MINUTE
-    # "+ 1e-6" forgives the float error of a whole number of units (2.9999999 is 3), as the
-    # Redis script does, without round()'s decimal conversion.
-    if excess > 1e-9:
-        remaining = math.floor((MINUTE - (base - now)) / interval + 1e-6)
-        return False, tat, excess, remaining if remaining > 0 else 0
-    remaining = math.floor((MINUTE - (new_tat - now)) / interval + 1e-6)
-    return True, new_tat, 0.0, remaining if remaining > 0 else 0
 
 
 @dataclass(slots=True)
@@ -109,7 +90,7 @@ class LocalLimiter:
         return None if value is None else max(1, value // self.share)
 
     async def _budget(self, ask: Ask) -> _Budget:
-        slot = (ask.key_id, ask.window)
+        slot = (ask.key.id, ask.window[0])
         budget = self.budgets.get(slot)
         if budget is not None:
             return budget
@@ -118,7 +99,7 @@ class LocalLimiter:
             loading = asyncio.get_running_loop().create_future()
             self._loading[slot] = loading
             try:
-                micro, tokens = await self.baseline(ask.key_id, ask.window_start)
+                micro, tokens = await self.baseline(ask.key.id, ask.window[1])
                 budget = self.budgets.setdefault(slot, _Budget(micro, tokens))
                 loading.set_result(budget)
             except BaseException as exc:
@@ -131,53 +112,84 @@ class LocalLimiter:
         return await asyncio.shield(loading)
 
     async def admit(self, ask: Ask, now: float | None = None) -> Verdict:
+        """Every check passes and every counter moves, or none does (GCRA: the module's
+        docstring)."""
+        key = ask.key
         budget = None
-        if ask.budget_micro_usd is not None or ask.budget_tokens is not None:
-            budget = self.budgets.get((ask.key_id, ask.window))
+        if key.budgeted:
+            budget = self.budgets.get((key.id, ask.window[0]))
             if budget is None:
                 budget = await self._budget(ask)  # the only await: below is one atomic step
-        now = time.time() if now is None else now
-        state = self.keys.get(ask.key_id)
+        if now is None:
+            now = time.time()
+        state = self.keys.get(key.id)
         if state is None:
-            state = self.keys[ask.key_id] = _KeyState()
-        verdict = Verdict(ok=True)
-        rpm, tpm, parallel = ask.rpm, ask.tpm, ask.max_parallel
+            state = self.keys[key.id] = _KeyState()
+        rpm, tpm, parallel = key.rpm, key.tpm, key.max_parallel
         if self.share != 1:
             rpm, tpm, parallel = self._limit(rpm), self._limit(tpm), self._limit(parallel)
-        rpm_tat = tpm_tat = 0.0
+        requests_left = tokens_left = None
+        requests_reset = tokens_reset = 0.0
         if rpm is not None:
-            ok, rpm_tat, wait, left = gcra(state.rpm_tat, now, rpm, 1)
-            verdict.requests_remaining = left
-            verdict.requests_reset = rpm_tat - now if rpm_tat > now else 0.0
-            if not ok:
-                return _deny(verdict, "rpm", wait)
+            interval = MINUTE / rpm
+            tat = state.rpm_tat
+            base = tat if tat > now else now
+            if base + interval - now - MINUTE > 1e-9:
+                return _denied("rpm", now, tat, base, interval)
+            requests_reset = base + interval - now
+            # "+ 1e-6" forgives the float error of a whole number of units (2.9999999 is 3),
+            # as the Redis script does, without round()'s decimal conversion; the clamp: with
+            # a huge limit, the float error of the minute itself is many units.
+            requests_left = int((MINUTE - requests_reset) / interval + 1e-6)
+            if requests_left < 0:
+                requests_left = 0
         if tpm is not None:
-            ok, tpm_tat, wait, left = gcra(state.tpm_tat, now, tpm, ask.tokens)
-            verdict.tokens_remaining = left
-            verdict.tokens_reset = tpm_tat - now if tpm_tat > now else 0.0
-            if not ok:
-                return _deny(verdict, "tpm", wait)
+            interval = MINUTE / tpm
+            tat = state.tpm_tat
+            base = tat if tat > now else now
+            if base + ask.tokens * interval - now - MINUTE > 1e-9:
+                verdict = _denied("tpm", now, tat, base, ask.tokens * interval, interval)
+                verdict.requests_remaining = requests_left
+                verdict.requests_reset = requests_reset
+                return verdict
+            tokens_reset = base + ask.tokens * interval - now
+            tokens_left = int((MINUTE - tokens_reset) / interval + 1e-6)
+            if tokens_left < 0:
+                tokens_left = 0
+        reason = None
+        wait = 0.0
         if parallel is not None and len(state.in_flight) >= parallel:
-            return _deny(verdict, "max_parallel", 1.0)
-        if budget is not None:
-            if ask.budget_micro_usd is not None and (
-                budget.spent_micro + budget.reserved_micro + ask.micro_usd > ask.budget_micro_usd
+            reason, wait = "max_parallel", 1.0
+        elif budget is not None:
+            if key.budget_micro_usd is not None and (
+                budget.spent_micro + budget.reserved_micro + ask.micro_usd > key.budget_micro_usd
             ):
-                return _deny(verdict, "budget_usd", ask.window_end - now)
-            if ask.budget_tokens is not None and (
-                budget.spent_tokens + budget.reserved_tokens + ask.tokens > ask.budget_tokens
+                reason, wait = "budget_usd", ask.window[2] - now
+            elif key.budget_tokens is not None and (
+                budget.spent_tokens + budget.reserved_tokens + ask.tokens > key.budget_tokens
             ):
-                return _deny(verdict, "budget_tokens", ask.window_end - now)
-            budget.reserved_micro += ask.micro_usd
-            budget.reserved_tokens += ask.tokens
+                reason, wait = "budget_tokens", ask.window[2] - now
+            else:
+                budget.reserved_micro += ask.micro_usd
+                budget.reserved_tokens += ask.tokens
+        if reason is not None:
+            return Verdict(
+                False,
+                reason,
+                wait if wait > 0.001 else 0.001,
+                requests_left,
+                requests_reset,
+                tokens_left,
+                tokens_reset,
+            )
         if rpm is not None:
-            state.rpm_tat = rpm_tat
+            state.rpm_tat = now + requests_reset
         if tpm is not None:
-            state.tpm_tat = tpm_tat
+            state.tpm_tat = now + tokens_reset
         if parallel is not None:
             state.in_flight.add(ask.reservation)
         self.reservations[ask.reservation] = ask
-        return verdict
+        return Verdict(True, None, 0.0, requests_left, requests_reset, tokens_left, tokens_reset)
 
     async def settle(self, ask: Ask, tokens: int, micro_usd: int) -> bool:
         """Charge what a request really used and free its reservation; only the first call
@@ -185,29 +197,42 @@ class LocalLimiter:
         reservation = ask.reservation
         if self.reservations.pop(reservation, None) is None:
             return False
-        state = self.keys.get(ask.key_id)
+        key = ask.key
+        state = self.keys.get(key.id)
         if state is not None:
-            state.in_flight.discard(reservation)
-            tpm = ask.tpm if self.share == 1 else self._limit(ask.tpm)
-            if tpm is not None and tokens < ask.tokens:
+            if key.max_parallel is not None:
+                state.in_flight.discard(reservation)
+            if key.tpm is not None and tokens < ask.tokens:
+                tpm = key.tpm if self.share == 1 else max(1, key.tpm // self.share)
                 refund = (ask.tokens - tokens) * MINUTE / tpm
-                state.tpm_tat = max(time.time(), state.tpm_tat - refund)
-        budget = self.budgets.get((ask.key_id, ask.window))
-        if budget is not None and (
-            ask.budget_micro_usd is not None or ask.budget_tokens is not None
-        ):
-            budget.reserved_micro -= ask.micro_usd
-            budget.reserved_tokens -= ask.tokens
-            budget.spent_micro += micro_usd
-            budget.spent_tokens += tokens
+                tat = state.tpm_tat - refund
+                now = time.time()
+                state.tpm_tat = tat if tat > now else now
+        if key.budgeted:
+            budget = self.budgets.get((key.id, ask.window[0]))
+            if budget is not None:
+                budget.reserved_micro -= ask.micro_usd
+                budget.reserved_tokens -= ask.tokens
+                budget.spent_micro += micro_usd
+                budget.spent_tokens += tokens
         return True
 
     async def aclose(self) -> None:
         return None
 
 
-def _deny(verdict: Verdict, reason: str, wait: float) -> Verdict:
-    verdict.ok = False
-    verdict.reason = reason
-    verdict.retry_after = max(wait, 0.001)
+def _denied(
+    reason: str, now: float, tat: float, base: float, cost: float, interval: float | None = None
+) -> Verdict:
+    """The refusal of a GCRA limit (``cost``: its units times the interval): nothing moved,
+    so the reset is the TAT as it was, and what remains is counted from ``base``."""
+    interval = cost if interval is None else interval
+    left = math.floor((MINUTE - (base - now)) / interval + 1e-6)
+    verdict = Verdict(False, reason, max(base + cost - now - MINUTE, 0.001))
+    if reason == "rpm":
+        verdict.requests_remaining = left if left > 0 else 0
+        verdict.requests_reset = tat - now if tat > now else 0.0
+    else:
+        verdict.tokens_remaining = left if left > 0 else 0
+        verdict.tokens_reset = tat - now if tat > now else 0.0
     return verdict

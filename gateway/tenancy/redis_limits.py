@@ -255,46 +255,51 @@ class RedisLimiter:
         return await self._degraded_admit(ask)
 
     async def _shared_admit(self, ask: Ask) -> Verdict:
-        base = base_key(ask.key_id)
+        key = ask.key
+        window, start, _ = ask.window
+        base = base_key(key.id)
         args = [
             base,
             ask.reservation,
-            ask.window,
-            ask.rpm or 0,
-            ask.tpm or 0,
-            ask.max_parallel or 0,
-            -1 if ask.budget_micro_usd is None else ask.budget_micro_usd,
-            -1 if ask.budget_tokens is None else ask.budget_tokens,
+            window,
+            key.rpm or 0,
+            key.tpm or 0,
+            key.max_parallel or 0,
+            -1 if key.budget_micro_usd is None else key.budget_micro_usd,
+            -1 if key.budget_tokens is None else key.budget_tokens,
             ask.tokens,
             ask.micro_usd,
             self.ttl,
             self._spent_ttl(ask),
         ]
-        keys = [base + name for name in ("open", "rpm", "tpm", "spent:" + ask.window)]
+        keys = [base + name for name in ("open", "rpm", "tpm", "spent:" + window)]
         for _ in range(3):
             out = await self._call(self._admit, args, keys)
             if out[0] != b"init":
                 return _verdict(out)
             # No counter for this window in Redis: build it from the ledger, once.
-            micro, tokens = await self.baseline(ask.key_id, ask.window_start)
+            micro, tokens = await self.baseline(key.id, start)
             await self._call(self._init, [micro, tokens, self._spent_ttl(ask)], [keys[3]])
         raise RuntimeError("the budget counter could not be initialized")
 
     def _spent_ttl(self, ask: Ask) -> int:
-        if ask.window == "total":
+        window, _, end = ask.window
+        if window == "total":
             return 0
-        return int(ask.window_end - time.time()) + 86_400  # the window, and a day to spare
+        return int(end - time.time()) + 86_400  # the window, and a day to spare
 
     async def _degraded_admit(self, ask: Ask) -> Verdict:
         """The failure policy, with this process's counters."""
         self.degraded_decisions += 1
-        budgeted = ask.budget_micro_usd is not None or ask.budget_tokens is not None
-        rated = ask.rpm is not None or ask.tpm is not None or ask.max_parallel is not None
-        if (budgeted and self.budget_mode == "closed") or (rated and self.rate_mode == "closed"):
+        key = ask.key
+        rated = key.rpm is not None or key.tpm is not None or key.max_parallel is not None
+        if (key.budgeted and self.budget_mode == "closed") or (
+            rated and self.rate_mode == "closed"
+        ):
             raise LimitsUnavailable
         local = ask
         if self.rate_mode == "open":
-            local = replace(local, rpm=None, tpm=None, max_parallel=None)
+            local = replace(ask, key=replace(key, rpm=None, tpm=None, max_parallel=None))
         verdict = await self.local.admit(local)
         verdict.degraded = True
         if verdict.ok:
@@ -320,7 +325,7 @@ class RedisLimiter:
     async def _shared_settle(self, batch: list[tuple[Ask, int, int]]) -> int:
         args: list[Any] = []
         for ask, tokens, micro_usd in batch:
-            args += [base_key(ask.key_id), ask.reservation, tokens, micro_usd, ask.tpm or 0]
+            args += [base_key(ask.key.id), ask.reservation, tokens, micro_usd, ask.key.tpm or 0]
         settled: int = await self._call(self._settle, args, [])
         return settled
 
