@@ -33,15 +33,10 @@ _UVICORN_SEND = RequestResponseCycle.send
 
 def send_start(send: Send, message: Message, lines: Lines) -> Awaitable[None]:
     """Send the ``http.response.start`` ``message`` with ``lines`` among its headers."""
-    cycle = getattr(send, "__self__", None)
-    if (
-        type(cycle) is RequestResponseCycle
-        and getattr(send, "__func__", None) is _UVICORN_SEND
-        and not cycle.response_started
-        and not cycle.access_log
-        and not cycle.default_headers
-    ):
-        return _start(cycle, message, lines)
+    if getattr(send, "__func__", None) is _UVICORN_SEND:  # a bound RequestResponseCycle.send
+        cycle = send.__self__  # type: ignore[attr-defined]
+        if not (cycle.response_started or cycle.access_log or cycle.default_headers):
+            return _start(cycle, message, lines)
     return send({**message, "headers": [*message.get("headers", ()), *split(lines)]})
 
 

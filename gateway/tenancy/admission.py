@@ -39,7 +39,7 @@ from gateway.observe import Call
 from gateway.response_head import split
 from gateway.routing import Deployment
 from gateway.settings import Settings
-from gateway.tenancy.keys import KeyRecord, Window, key_digest, looks_like_key
+from gateway.tenancy.keys import KEY_LENGTH, KeyRecord, Window, key_digest, looks_like_key
 from gateway.tenancy.keys import window as current_window
 from gateway.tenancy.ledger import Ledger, request_cost
 from gateway.tenancy.limits import Ask, LocalLimiter, Verdict
@@ -142,7 +142,9 @@ class Tenant:
         if cap is None:
             cap = tenancy.reserve_max_tokens
             if key.tpm is not None:  # a reservation must fit the whole minute's allowance
-                cap = min(cap, (key.tpm - tokens_in) // choices)
+                room = (key.tpm - tokens_in) // choices
+                if room < cap:
+                    cap = room
             if key.caps_output and parsed.cap_output is not None and cap >= 1:
                 parsed.cap_output(cap)
             elif cap < 1 and key.tpm is not None:  # the input alone fills the minute
@@ -313,12 +315,14 @@ class Tenancy:
     async def authenticate(self, token: bytes) -> Tenant | APIError:
         """The active key ``token`` is, or the 401 to answer (unknown, revoked, expired); 503
         when the database cannot say."""
-        if not looks_like_key(token):
+        if len(token) != KEY_LENGTH:  # cheap, before any hashing (a flood of guesses)
             return AuthenticationError("Invalid API key")
         tag = self._tag(token)
-        cached = self._cache.get(tag)
+        cached = self._cache.get(tag)  # only secrets shaped like a key are ever cached
         if cached is not None and cached[0] > time.monotonic():
             tenant = cached[1]
+        elif not looks_like_key(token):
+            return AuthenticationError("Invalid API key")
         else:
             try:
                 tenant = await self._lookup(token, tag)

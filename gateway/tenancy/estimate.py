@@ -49,7 +49,7 @@ def chat_tokens(body: dict[str, Any]) -> int:
             )
         else:
             total += text_tokens(message)
-    if "tools" in body or "functions" in body or "response_format" in body:
+    if not body.keys().isdisjoint(_SCHEMAS):
         for name in _SCHEMAS:
             if body.get(name) is not None:  # schemas: their keys are read too
                 total += len(orjson.dumps(body[name]))

@@ -38,13 +38,13 @@ def key_digest(pepper: bytes, secret: bytes) -> str:
 
 
 _PREFIX = KEY_PREFIX.encode()
-_KEY_LENGTH = len(KEY_PREFIX) + _SECRET_CHARS
+KEY_LENGTH = len(KEY_PREFIX) + _SECRET_CHARS
 
 
 def looks_like_key(token: bytes) -> bool:
     """Cheap shape check, so a typo or a static key costs no database lookup."""
     return (
-        len(token) == _KEY_LENGTH and token.startswith(_PREFIX) and token[len(_PREFIX) :].isalnum()
+        len(token) == KEY_LENGTH and token.startswith(_PREFIX) and token[len(_PREFIX) :].isalnum()
     )
 
 

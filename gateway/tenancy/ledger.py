@@ -16,7 +16,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import math
 import os
 import time
 from collections import deque
@@ -61,11 +60,6 @@ def _day(days: int) -> str:
 _NO_USAGE = Usage(source="provider")
 
 
-def _ms(seconds: float) -> float:
-    """Milliseconds to the microsecond (round(x, 3) converts through decimal: slower)."""
-    return math.floor(seconds * 1_000_000 + 0.5) / 1000
-
-
 # Where pending() reads a buffered row (literals: typed by position).
 _TS: Final = 2
 _KEY: Final = 4
@@ -83,10 +77,13 @@ assert [USAGE_COLUMNS[i] for i in (_TS, _KEY, _PROMPT, _COMPLETION, _COST)] == [
 
 def usage_row(call: Call, prices: Prices, *, now: float) -> UsageValues:
     usage = call.usage or _NO_USAGE
-    cost, priced = request_cost(prices, call)
+    cost, priced = call.cost or request_cost(prices, call)
     deployment = call.deployment
     provider, _, upstream = deployment.partition("/") if deployment else (None, "", None)
     first_token_at = call.first_token_at
+    started = call.started
+    # Milliseconds to the microsecond (never negative: int() is floor; round(x, 3) would
+    # convert through decimal).
     return (  # a plain tuple (see UsageRow)
         f"{_PROCESS}{next(_counter):012x}",  # in order: appended to the index, not scattered
         call.request_id,
@@ -108,8 +105,8 @@ def usage_row(call: Call, prices: Prices, *, now: float) -> UsageValues:
         usage.source if call.usage is not None else "none",
         cost,
         int(priced),
-        None if first_token_at is None else _ms(first_token_at - call.started),
-        _ms(time.perf_counter() - call.started),
+        None if first_token_at is None else int((first_token_at - started) * 1e6 + 0.5) / 1000,
+        int((time.perf_counter() - started) * 1e6 + 0.5) / 1000,
         int(call.client_left),
     )
 
@@ -136,7 +133,14 @@ class Ledger(QuietObserver):
     def finished(self, call: Call) -> None:
         if call.surface is None:
             return
-        self.add(usage_row(call, self.prices, now=time.time()))
+        row = usage_row(call, self.prices, now=time.time())
+        buffer = self.buffer
+        if self._task is not None and len(buffer) + len(self._writing) < self.capacity:
+            buffer.append(row)  # add()'s common case
+            if len(buffer) >= BATCH and self._wake is not None:
+                self._wake.set()
+        else:
+            self.add(row)
 
     def add(self, row: UsageValues) -> None:
         if len(self.buffer) + len(self._writing) >= self.capacity:

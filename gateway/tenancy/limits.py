@@ -84,7 +84,8 @@ class LocalLimiter:
         self.keys: dict[str, _KeyState] = {}
         self.budgets: dict[tuple[str, str], _Budget] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[_Budget]] = {}
-        self.reservations: dict[str, Ask] = {}
+        # The requests admitted and not settled: their counters, for settlement.
+        self.reservations: dict[str, tuple[_KeyState, _Budget | None]] = {}
 
     def _limit(self, value: int | None) -> int | None:
         return None if value is None else max(1, value // self.share)
@@ -188,33 +189,29 @@ class LocalLimiter:
             state.tpm_tat = now + tokens_reset
         if parallel is not None:
             state.in_flight.add(ask.reservation)
-        self.reservations[ask.reservation] = ask
+        self.reservations[ask.reservation] = (state, budget)
         return Verdict(True, None, 0.0, requests_left, requests_reset, tokens_left, tokens_reset)
 
     async def settle(self, ask: Ask, tokens: int, micro_usd: int) -> bool:
         """Charge what a request really used and free its reservation; only the first call
         for a reservation counts (True)."""
-        reservation = ask.reservation
-        if self.reservations.pop(reservation, None) is None:
+        held = self.reservations.pop(ask.reservation, None)
+        if held is None:
             return False
+        state, budget = held
         key = ask.key
-        state = self.keys.get(key.id)
-        if state is not None:
-            if key.max_parallel is not None:
-                state.in_flight.discard(reservation)
-            if key.tpm is not None and tokens < ask.tokens:
-                tpm = key.tpm if self.share == 1 else max(1, key.tpm // self.share)
-                refund = (ask.tokens - tokens) * MINUTE / tpm
-                tat = state.tpm_tat - refund
-                now = time.time()
-                state.tpm_tat = tat if tat > now else now
-        if key.budgeted:
-            budget = self.budgets.get((key.id, ask.window[0]))
-            if budget is not None:
-                budget.reserved_micro -= ask.micro_usd
-                budget.reserved_tokens -= ask.tokens
-                budget.spent_micro += micro_usd
-                budget.spent_tokens += tokens
+        if key.max_parallel is not None:
+            state.in_flight.discard(ask.reservation)
+        if key.tpm is not None and tokens < ask.tokens:
+            tpm = key.tpm if self.share == 1 else max(1, key.tpm // self.share)
+            tat = state.tpm_tat - (ask.tokens - tokens) * MINUTE / tpm
+            now = time.time()
+            state.tpm_tat = tat if tat > now else now
+        if budget is not None:
+            budget.reserved_micro -= ask.micro_usd
+            budget.reserved_tokens -= ask.tokens
+            budget.spent_micro += micro_usd
+            budget.spent_tokens += tokens
         return True
 
     async def aclose(self) -> None:

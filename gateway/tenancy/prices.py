@@ -27,9 +27,10 @@ class Rate:
     cached: int
 
     def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
-        cached = min(cached_tokens, input_tokens)
-        total = (input_tokens - cached) * self.input + cached * self.cached
-        total += output_tokens * self.output
+        total = input_tokens * self.input + output_tokens * self.output
+        if cached_tokens:  # at most the input: they are part of it
+            cached = cached_tokens if cached_tokens < input_tokens else input_tokens
+            total -= cached * (self.input - self.cached)
         return -(-total // MICRO)  # ceiling, in integers
 
     def bound(self, other: Rate) -> Rate:
