@@ -5,11 +5,11 @@ reached) and the SQLite ledger.
     .venv/bin/python bench/tenancy_cost.py [--rounds 5] [--duration 4] [-c 32] [--redis] [--no-pin]
 
 The gateways run side by side in front of the bench's mock upstream and are loaded one at a
-time, the arms interleaved round by round (static, virtual[, redis]) so that a noisy machine
-disturbs them alike; the ratios are taken per round. ``--redis`` adds an arm on a third
-gateway that shares its counters through a ``redis-server`` the script starts (Debian's;
-tests/setup-services.sh installs it). Prints one JSON object: per-round figures, and the
-median ratio of each arm to the static one.
+time, the arms interleaved round by round (static, virtual[, redis], then the other way round)
+so that a noisy machine disturbs them alike; the ratios are taken per round. ``--redis`` adds
+an arm on a third gateway that shares its counters through a ``redis-server`` the script
+starts (Debian's; tests/setup-services.sh installs it). Prints one JSON object: per-round
+figures, and the median ratio of each arm to the static one.
 
 As in ``run.py``, each gateway runs on the target CPU (0) and the mock, the load generator
 and Redis on the rig's (1), so that a gateway's threads (the ledger's SQLite writer) are
@@ -159,7 +159,10 @@ def main() -> None:
         rounds: list[dict[str, dict[str, float]]] = []
         for i in range(a.rounds):
             row: dict[str, dict[str, float]] = {}
-            for name, (proc, key) in arms.items():
+            # The order turns every round: on this kind of machine the second of two runs in
+            # a row is often the slower one, whichever it is.
+            order = list(arms.items()) if i % 2 == 0 else list(reversed(arms.items()))
+            for name, (proc, key) in order:
                 result = load(a, proc.port, key, proc.pid)
                 if result.get("errors"):
                     log(f"round {i}: {name}: errors {result['errors']}")
@@ -168,6 +171,7 @@ def main() -> None:
                     "cpu_ms_per_req": result["cpu_ms_per_req"][0],
                     "threads": result["threads"],
                 }
+            row = {name: row[name] for name in arms}  # reported in the arms' order
             log(
                 f"round {i}: "
                 + ", ".join(
