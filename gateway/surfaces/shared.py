@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -187,7 +188,7 @@ class Parsed(Generic[R]):
             request,
             model,
             stream,
-            estimate_input=lambda: chat_tokens(body),
+            estimate_input=functools.partial(chat_tokens, body),  # no frame of its own
             output_cap=output_cap,
             choices=choices,
             cap_output=cap_output,

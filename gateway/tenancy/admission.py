@@ -59,9 +59,11 @@ _NO_WINDOW: Window = ("total", 0.0, math.inf)  # a key without a budget
 _UNKNOWN = object()
 # The x-ratelimit-* lines after a limit's own (the reset under a second: whole milliseconds).
 _REQUESTS = b"%bx-ratelimit-remaining-requests: %d\r\nx-ratelimit-reset-requests: %b\r\n"
-_REQUESTS_MS = b"%bx-ratelimit-remaining-requests: %d\r\nx-ratelimit-reset-requests: %dms\r\n"
+_REQUESTS_LEFT_MS = b"x-ratelimit-remaining-requests: %d\r\nx-ratelimit-reset-requests: %dms\r\n"
+_REQUESTS_MS = b"%b" + _REQUESTS_LEFT_MS
 _TOKENS = b"%bx-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: %b\r\n"
-_TOKENS_MS = b"%bx-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: %dms\r\n"
+_TOKENS_LEFT_MS = b"x-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: %dms\r\n"
+_TOKENS_MS = b"%b" + _TOKENS_LEFT_MS
 
 
 class LimitsUnavailable(Exception):
@@ -94,7 +96,7 @@ class Tenant:
     Admission runs for every request of a limited key, so :meth:`admit` and the limiter's
     step are written flat: one function each, no helper called on the way through."""
 
-    __slots__ = ("_allowed", "_rpm_line", "_tpm_line", "_window", "key", "tenancy")
+    __slots__ = ("_allowed", "_both_ms", "_rpm_line", "_tpm_line", "_window", "key", "tenancy")
 
     def __init__(self, tenancy: Tenancy, key: KeyRecord) -> None:
         self.tenancy = tenancy
@@ -105,6 +107,13 @@ class Tenant:
         )
         self._tpm_line = (
             b"x-ratelimit-limit-tokens: %d\r\n" % key.tpm if key.tpm is not None else None
+        )
+        # A key with both limits, both resets under a second (far from its limits): all six
+        # lines in one format.
+        self._both_ms = (
+            self._rpm_line + _REQUESTS_LEFT_MS + self._tpm_line + _TOKENS_LEFT_MS
+            if self._rpm_line is not None and self._tpm_line is not None
+            else None
         )
         # A key without a budget counts in no window; one with a budget, in the current one.
         self._window: Window = _NO_WINDOW
@@ -121,7 +130,7 @@ class Tenant:
         self, call: Call, parsed: Admissible, chain: tuple[Deployment, ...]
     ) -> Ticket | None:
         """Admit a request or raise its 4xx/503; None when the key has nothing to count.
-        An admitted request's ``x-ratelimit-*`` headers go on ``call.response_headers``."""
+        An admitted request's ``x-ratelimit-*`` headers go on ``call.head_lines``."""
         key = self.key
         model = parsed.model
         allowed = self._allowed.get(model)
@@ -200,8 +209,21 @@ class Tenant:
     def rate_lines(self, verdict: Verdict) -> bytes:
         """OpenAI's ``x-ratelimit-*`` headers of a key with an RPM or a TPM, as header lines
         (:mod:`gateway.response_head`)."""
-        lines = b""
         left = verdict.requests_remaining
+        if (
+            self._both_ms is not None
+            and verdict.requests_reset < 1
+            and verdict.tokens_reset < 1
+            and left is not None
+            and verdict.tokens_remaining is not None
+        ):
+            return self._both_ms % (
+                left,
+                math.ceil(verdict.requests_reset * 1000),
+                verdict.tokens_remaining,
+                math.ceil(verdict.tokens_reset * 1000),
+            )
+        lines = b""
         if self._rpm_line is not None and left is not None:
             reset = verdict.requests_reset
             if reset < 1:  # a key far from its limit: no string formatting
