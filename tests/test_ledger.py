@@ -191,3 +191,13 @@ def test_batches_of_any_size_are_written_once_each_row(tmp_path: Path) -> None:
     count, distinct, per_key = asyncio.run(run())
     assert count == distinct == 1 + 63 + 64 + 65 + 130 + 257
     assert dict(per_key) == {f"key_{n}": n * (n - 1) // 2 for n in (1, 63, 64, 65, 130, 257)}
+
+
+def test_nulls_bind_as_null_through_the_none_adapter() -> None:
+    """The store registers an adapter for None (sqlite3 adapts every NULL otherwise, through
+    two failed attribute lookups): what is written and read back is still NULL."""
+    assert (type(None), sqlite3.PrepareProtocol) in sqlite3.adapters
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (a TEXT, b INTEGER)")
+    db.execute("INSERT INTO t VALUES (?, ?)", (None, 1))
+    assert db.execute("SELECT a IS NULL, typeof(a), b FROM t").fetchall() == [(1, "null", 1)]
