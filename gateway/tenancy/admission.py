@@ -93,8 +93,9 @@ class Tenant:
     what is derived from it once per key (the cache holds one per key, so a request builds
     none of it): the models checked, the ``x-ratelimit-limit-*`` headers, the budget window.
 
-    Admission runs for every request of a limited key, so :meth:`admit` and the limiter's
-    step are written flat: one function each, no helper called on the way through."""
+    Admission runs for every request of a limited key, so it is written for that: the
+    limiter's GCRA steps inline, the price bound and the budget window remembered, the header
+    lines made by one bytes format."""
 
     __slots__ = ("_allowed", "_both_ms", "_rpm_line", "_tpm_line", "_window", "key", "tenancy")
 
