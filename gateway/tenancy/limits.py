@@ -102,6 +102,11 @@ class LocalLimiter:
             try:
                 micro, tokens = await self.baseline(ask.key.id, ask.window[1])
                 budget = self.budgets.setdefault(slot, _Budget(micro, tokens))
+                # The key's earlier windows are not admitted into again (the requests they
+                # hold settle into their own budget objects): without this, a key with a
+                # daily budget would leave one entry behind a day.
+                for other in [s for s in self.budgets if s[0] == slot[0] and s != slot]:
+                    del self.budgets[other]
                 loading.set_result(budget)
             except BaseException as exc:
                 loading.set_exception(exc)

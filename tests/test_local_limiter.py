@@ -1,0 +1,113 @@
+"""The in-process limiter's arithmetic and bookkeeping, without a gateway around it (the
+end-to-end behaviour is tests/test_tenancy.py's)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+from gateway.tenancy.keys import KeyRecord, Window
+from gateway.tenancy.limits import Ask, LocalLimiter
+
+NOW = time.time()  # settlement reads the clock itself
+TOTAL: Window = ("total", 0.0, math.inf)
+
+
+def key(key_id: str = "key_a", **limits: Any) -> KeyRecord:
+    return KeyRecord(id=key_id, name="k", prefix="sk-gw-ab", last4="wxyz", created_at=0, **limits)
+
+
+def ask(record: KeyRecord, reservation: str, *, window: Window = TOTAL, tokens: int = 1) -> Ask:
+    return Ask(record, reservation, window, tokens, 0)
+
+
+async def nothing_spent(key_id: str, since: float) -> tuple[int, int]:
+    return 0, 0
+
+
+def test_rpm_admits_a_minutes_worth_then_says_when() -> None:
+    async def run() -> None:
+        limiter = LocalLimiter(nothing_spent)
+        record = key(rpm=3)
+        lefts = []
+        for i in range(3):
+            verdict = await limiter.admit(ask(record, f"r{i}"), now=NOW)
+            assert verdict.ok
+            lefts.append(verdict.requests_remaining)
+        assert lefts == [2, 1, 0]
+        refused = await limiter.admit(ask(record, "r3"), now=NOW)
+        assert not refused.ok and refused.reason == "rpm"
+        assert refused.requests_remaining == 0
+        assert math.isclose(refused.retry_after, 20.0)  # one unit: 60 s / 3
+        assert math.isclose(refused.requests_reset, 60.0)
+        assert (await limiter.admit(ask(record, "r4"), now=NOW + 20.001)).ok
+
+    asyncio.run(run())
+
+
+def test_huge_limits_never_show_a_negative_remainder() -> None:
+    async def run() -> None:
+        limiter = LocalLimiter(nothing_spent)
+        record = key(rpm=1_000_000_000, tpm=1_000_000_000_000)
+        for i in range(50):
+            verdict = await limiter.admit(ask(record, f"r{i}", tokens=4_000), now=NOW)
+            assert verdict.ok
+            assert verdict.requests_remaining is not None and verdict.requests_remaining >= 0
+            assert verdict.tokens_remaining is not None and verdict.tokens_remaining >= 0
+            assert 0 < verdict.tokens_reset < 1
+
+    asyncio.run(run())
+
+
+def test_a_tpm_refusal_keeps_the_request_figures_and_moves_nothing() -> None:
+    async def run() -> None:
+        limiter = LocalLimiter(nothing_spent)
+        record = key(rpm=60, tpm=100)
+        assert (await limiter.admit(ask(record, "a", tokens=80), now=NOW)).ok
+        refused = await limiter.admit(ask(record, "b", tokens=30), now=NOW)
+        assert not refused.ok and refused.reason == "tpm"
+        assert refused.requests_remaining == 58  # as if admitted: the RPM step passed
+        assert refused.tokens_remaining == 20
+        assert math.isclose(refused.retry_after, 6.0)  # 10 tokens too many at 0.6 s each
+        # Nothing moved: the 20 tokens left are still there.
+        assert (await limiter.admit(ask(record, "c", tokens=20), now=NOW)).ok
+
+    asyncio.run(run())
+
+
+def test_settling_frees_the_slot_refunds_tokens_and_counts_once() -> None:
+    async def run() -> None:
+        limiter = LocalLimiter(nothing_spent)
+        record = key(tpm=100, max_parallel=1, budget_tokens=1_000)
+        first = ask(record, "a", tokens=90)
+        assert (await limiter.admit(first, now=NOW)).ok
+        assert (await limiter.admit(ask(record, "b", tokens=1), now=NOW)).reason == "max_parallel"
+        assert await limiter.settle(first, 10, 0)
+        assert not await limiter.settle(first, 10, 0)  # once
+        budget = limiter.budgets[("key_a", "total")]
+        assert (budget.spent_tokens, budget.reserved_tokens) == (10, 0)
+        verdict = await limiter.admit(ask(record, "c", tokens=85))  # 80 given back
+        assert verdict.ok
+
+    asyncio.run(run())
+
+
+def test_a_new_budget_window_replaces_the_keys_earlier_one() -> None:
+    async def run() -> None:
+        limiter = LocalLimiter(nothing_spent)
+        record = key(budget_tokens=100)
+        other = key("key_b", budget_tokens=100)
+        day1: Window = ("2026-12-01", NOW - 86_400, NOW)
+        day2: Window = ("2026-12-02", NOW, NOW + 86_400)
+        late = ask(record, "late", window=day1, tokens=10)
+        assert (await limiter.admit(late, now=NOW - 1)).ok
+        assert (await limiter.admit(ask(other, "b", window=day1), now=NOW - 1)).ok
+        assert (await limiter.admit(ask(record, "next", window=day2), now=NOW + 1)).ok
+        assert set(limiter.budgets) == {("key_a", "2026-12-02"), ("key_b", "2026-12-01")}
+        # A request of the day before settles into its own day, not the new one.
+        assert await limiter.settle(late, 7, 0)
+        assert limiter.budgets[("key_a", "2026-12-02")].spent_tokens == 0
+
+    asyncio.run(run())
