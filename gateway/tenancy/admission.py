@@ -3,10 +3,11 @@ may go upstream.
 
 :meth:`Tenancy.authenticate` turns a bearer secret into a :class:`KeyRecord` through a
 short-lived cache (``key_cache_seconds``, 1 s by default: a key revoked anywhere stops working
-on every replica within that time). :meth:`Tenancy.admit` runs between parsing and dispatch:
+on every replica within that time). :meth:`Tenant.admit` runs between parsing and dispatch:
 model list (403) before any counter moves, then one atomic admission (RPM, TPM, requests in
-flight, budgets) that reserves an upper bound of the request's tokens and cost. The
-:class:`Ticket` it returns adds the ``x-ratelimit-*`` headers to the response and settles the
+flight, budgets) that reserves an upper bound of the request's tokens and cost. It puts the
+``x-ratelimit-*`` headers on the request's :class:`Call` as header lines (written into the
+response head by :mod:`gateway.response_head`), and the :class:`Ticket` it returns settles the
 real usage exactly once when the request ends, whatever ended it.
 """
 
