@@ -92,13 +92,13 @@ class Admissible(Protocol):
 class Tenant:
     """A request's virtual key, on the ASGI scope for the surfaces and routes: the record and
     what is derived from it once per key (the cache holds one per key, so a request builds
-    none of it): the models checked, the ``x-ratelimit-limit-*`` headers, the budget window.
+    none of it): the models checked, the ``x-ratelimit-limit-*`` headers.
 
     Admission runs for every request of a limited key, so it is written for that: the
-    limiter's GCRA steps inline, the price bound and the budget window remembered, the header
-    lines made by one bytes format."""
+    limiter's GCRA steps inline, the price bound remembered, the header lines made by one
+    bytes format."""
 
-    __slots__ = ("_allowed", "_both_ms", "_rpm_line", "_tpm_line", "_window", "key", "tenancy")
+    __slots__ = ("_allowed", "_both_ms", "_rpm_line", "_tpm_line", "key", "tenancy")
 
     def __init__(self, tenancy: Tenancy, key: KeyRecord) -> None:
         self.tenancy = tenancy
@@ -117,8 +117,6 @@ class Tenant:
             if self._rpm_line is not None and self._tpm_line is not None
             else None
         )
-        # A key without a budget counts in no window; one with a budget, in the current one.
-        self._window: Window = _NO_WINDOW
 
     def allows(self, model: str) -> bool:
         allowed = self._allowed.get(model)
@@ -165,7 +163,7 @@ class Tenant:
         if key.tpm is not None and tokens > key.tpm:
             raise _too_large(tokens, key.tpm)
         micro_usd = 0
-        window = _NO_WINDOW
+        window = _NO_WINDOW  # a key without a budget counts in no window
         if key.budgeted:
             if key.budget_micro_usd is not None:
                 rate = tenancy.rate(model, chain)
@@ -177,10 +175,7 @@ class Tenant:
                         code="model_not_priced",
                     )
                 micro_usd = rate.cost(tokens_in, tokens_out)
-            window = self._window
-            now = time.time()
-            if not window[1] <= now < window[2]:
-                window = self._window = current_window(key.budget_period, now)
+            window = current_window(key.budget_period, time.time())  # remembered there
         ticket = Ticket(
             key,
             f"{_PROCESS}{next(_counter):x}",

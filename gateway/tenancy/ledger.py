@@ -133,14 +133,7 @@ class Ledger(QuietObserver):
     def finished(self, call: Call) -> None:
         if call.surface is None:
             return
-        row = usage_row(call, self.prices, now=time.time())
-        buffer = self.buffer
-        if self._task is not None and len(buffer) + len(self._writing) < self.capacity:
-            buffer.append(row)  # add()'s common case
-            if len(buffer) >= BATCH and self._wake is not None:
-                self._wake.set()
-        else:
-            self.add(row)
+        self.add(usage_row(call, self.prices, now=time.time()))
 
     def add(self, row: UsageValues) -> None:
         if len(self.buffer) + len(self._writing) >= self.capacity:

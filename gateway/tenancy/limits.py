@@ -141,7 +141,7 @@ class LocalLimiter:
             tat = state.rpm_tat
             base = tat if tat > now else now
             if base + interval - now - MINUTE > 1e-9:
-                return _denied("rpm", now, tat, base, interval)
+                return _denied("rpm", now, tat, base, interval, interval)
             requests_reset = base + interval - now
             # "+ 1e-6" forgives the float error of a whole number of units (2.9999999 is 3),
             # as the Redis script does, without round()'s decimal conversion; the clamp: with
@@ -207,8 +207,8 @@ class LocalLimiter:
         key = ask.key
         if key.max_parallel is not None:
             state.in_flight.discard(ask.reservation)
-        if key.tpm is not None and tokens < ask.tokens:
-            tpm = key.tpm if self.share == 1 else max(1, key.tpm // self.share)
+        tpm = key.tpm if self.share == 1 else self._limit(key.tpm)
+        if tpm is not None and tokens < ask.tokens:
             tat = state.tpm_tat - (ask.tokens - tokens) * MINUTE / tpm
             now = time.time()
             state.tpm_tat = tat if tat > now else now
@@ -224,11 +224,10 @@ class LocalLimiter:
 
 
 def _denied(
-    reason: str, now: float, tat: float, base: float, cost: float, interval: float | None = None
+    reason: str, now: float, tat: float, base: float, cost: float, interval: float
 ) -> Verdict:
     """The refusal of a GCRA limit (``cost``: its units times the interval): nothing moved,
     so the reset is the TAT as it was, and what remains is counted from ``base``."""
-    interval = cost if interval is None else interval
     left = math.floor((MINUTE - (base - now)) / interval + 1e-6)
     verdict = Verdict(False, reason, max(base + cost - now - MINUTE, 0.001))
     if reason == "rpm":
