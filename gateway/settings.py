@@ -234,6 +234,7 @@ class Settings(BaseSettings):
     reservation_ttl: PositiveSeconds | None = None  # default: total_timeout + 60 s
     key_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
     ledger_queue_size: Annotated[int, Field(ge=1)] = 10_000
+    ledger_flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 0.5  # or a full batch
 
     @model_validator(mode="after")
     def _normalize(self) -> Settings:

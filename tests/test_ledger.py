@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from gateway.app import create_app
 from gateway.observe import Call
 from gateway.settings import ModelPrice
-from gateway.tenancy.ledger import Ledger, usage_row
+from gateway.tenancy.ledger import BATCH, Ledger, usage_row
 from gateway.tenancy.prices import Prices
 from gateway.tenancy.store import USAGE_COLUMNS, Store, open_engine
 from providers.base import Usage
@@ -201,3 +201,44 @@ def test_nulls_bind_as_null_through_the_none_adapter() -> None:
     db.execute("CREATE TABLE t (a TEXT, b INTEGER)")
     db.execute("INSERT INTO t VALUES (?, ?)", (None, 1))
     assert db.execute("SELECT a IS NULL, typeof(a), b FROM t").fetchall() == [(1, "null", 1)]
+
+
+def test_a_batch_is_written_when_full_or_when_its_interval_ends(tmp_path: Path) -> None:
+    """``GATEWAY_LEDGER_FLUSH_SECONDS``: rows short of a batch wait for the interval (here an
+    hour: none are written), a full batch is written at once, and a short interval writes
+    what is there."""
+    prices = Prices({})
+
+    async def written(store: Store) -> int:
+        rows = await store.engine.fetch("SELECT COUNT(*) FROM usage_events")
+        return int(rows[0][0])
+
+    async def wait_for(store: Store, count: int) -> int:
+        for _ in range(500):  # 10 s at most
+            if (found := await written(store)) >= count:
+                break
+            await asyncio.sleep(0.02)
+        return found
+
+    async def run() -> tuple[int, int, int]:
+        store = Store(open_engine(str(tmp_path / "cadence.db")))
+        await store.migrate()
+        slow = Ledger(store, prices, interval=3600.0)
+        for i in range(5):
+            slow.add(usage_row(_call(f"s{i}", "key_s", (1, 1)), prices, now=time.time()))
+        await asyncio.sleep(0.8)  # past the default 500 ms: still buffered
+        held = await written(store)
+        for i in range(5, BATCH):
+            slow.add(usage_row(_call(f"s{i}", "key_s", (1, 1)), prices, now=time.time()))
+        full = await wait_for(store, BATCH)
+        await slow.aclose()
+        quick = Ledger(store, prices, interval=0.05)
+        quick.add(usage_row(_call("q", "key_q", (1, 1)), prices, now=time.time()))
+        soon = await wait_for(store, BATCH + 1)
+        await quick.aclose()
+        await store.aclose()
+        return held, full, soon
+
+    held, full, soon = asyncio.run(run())
+    assert (held, full, soon) == (0, BATCH, BATCH + 1)
+    assert settings(ledger_flush_seconds=2).ledger_flush_seconds == 2.0

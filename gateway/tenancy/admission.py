@@ -247,7 +247,12 @@ class Tenancy:
         self.admin_key = settings.admin_key.get_secret_value().encode()
         self.store = Store(open_engine(settings.database_url))
         self.prices = Prices(settings.prices)
-        self.ledger = Ledger(self.store, self.prices, capacity=settings.ledger_queue_size)
+        self.ledger = Ledger(
+            self.store,
+            self.prices,
+            capacity=settings.ledger_queue_size,
+            interval=settings.ledger_flush_seconds,
+        )
         self.ledger.prepare = self.ready
         self.limiter: Limiter = limiter or LocalLimiter(self.baseline)
         self.reserve_max_tokens = settings.reserve_max_tokens

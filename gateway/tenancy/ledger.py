@@ -2,11 +2,11 @@
 
 :class:`Ledger` is an observer: ``finished(call)`` turns the request into a row (the columns
 of :class:`gateway.tenancy.store.UsageRow`, as a plain tuple) and appends it to a bounded
-buffer; one writer task per process flushes up to 1,000 rows at a time, every 500 ms or sooner
-when a batch is full (fewer, larger commits: each rewrites the index pages it touches). A slow
-or unreachable database only makes the buffer grow: rows stay buffered (and are retried) up to
-``capacity``, then the oldest are dropped, counted and logged. No request ever waits for the
-database.
+buffer; one writer task per process flushes up to 1,000 rows at a time, every 500 ms
+(``GATEWAY_LEDGER_FLUSH_SECONDS``) or sooner when a batch is full (fewer, larger commits: each
+rewrites the index pages it touches). A slow or unreachable database only makes the buffer
+grow: rows stay buffered (and are retried) up to ``capacity``, then the oldest are dropped,
+counted and logged. No request ever waits for the database.
 """
 
 from __future__ import annotations
@@ -114,10 +114,13 @@ def usage_row(call: Call, prices: Prices, *, now: float) -> UsageValues:
 class Ledger(QuietObserver):
     """An :class:`gateway.observe.Observer` that records API requests (``call.surface`` set)."""
 
-    def __init__(self, store: Store, prices: Prices, *, capacity: int = 10_000) -> None:
+    def __init__(
+        self, store: Store, prices: Prices, *, capacity: int = 10_000, interval: float = INTERVAL
+    ) -> None:
         self.store = store
         self.prices = prices
         self.capacity = capacity
+        self.interval = interval  # seconds between writes of a batch that is not full
         self.buffer: deque[UsageValues] = deque()
         self._writing: list[UsageValues] = []  # the batch being written, out of the buffer
         self.dropped = 0
@@ -178,7 +181,7 @@ class Ledger(QuietObserver):
         assert self._wake is not None
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), INTERVAL)
+                await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
             await self.flush(wait=WRITE_TIMEOUT)
 
