@@ -22,9 +22,9 @@ The ledger writes a batch every 500 ms or at 1,000 rows. Under callgrind a gatew
 few dozen requests in 500 ms, so its batches are small and what a batch costs once (the thread
 hop, the commit, the WAL frames) is charged to a few rows; under load (``tenancy_cost.py``)
 batches are full. ``--full-batches`` (``ns`` only, with ``--key virtual``) counts that case:
-the interval becomes an hour (``GATEWAY_LEDGER_FLUSH_SECONDS``), the requests a multiple of
-1,000, and the 20 warm-up rows stay buffered, so the batches written while counting are whole
-ones, as many rows as requests counted.
+the interval becomes an hour (``GATEWAY_LEDGER_FLUSH_SECONDS``), so batches are written at
+1,000 rows, the requests a multiple of 1,000, and each thread has its own dump: the writer's
+(the thread that inserted rows) is divided by the rows it wrote, the others' by the requests.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import io
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -106,9 +107,10 @@ def _control(*args: str) -> None:
 
 @contextlib.contextmanager
 def gateway(
-    name: str, rev: str, key_kind: str, env: list[str], tmp: Path
+    name: str, rev: str, key_kind: str, env: list[str], tmp: Path, *, threads: bool = False
 ) -> Iterator[tuple[int, int, str, Path]]:
-    """A mock and a gateway under callgrind: (port, pid, API key, callgrind output)."""
+    """A mock and a gateway under callgrind: (port, pid, API key, callgrind output);
+    ``threads``: a dump per thread."""
     mock = mock_proc(free_port())
     models = [w.model.split("/", 1)[1] for w in WORKLOADS.values()]
     lines = [
@@ -133,6 +135,7 @@ def gateway(
         name,
         [
             *("valgrind", "--tool=callgrind", "--instr-atstart=no"),
+            *(["--separate-threads=yes"] if threads else []),
             f"--callgrind-out-file={out}",
             *(sys.executable, str(VENV_BIN / "llm-gateway"), "--no-ui"),
             *("--host", "127.0.0.1", "--port", str(port), "--env-file", str(env_file)),
@@ -150,25 +153,73 @@ def gateway(
         mock.stop()
 
 
+def _totals(dump: Path) -> int:
+    """A dump's "totals" (the "summary" line is not per part)."""
+    found = re.search(r"^totals: (\d+)", dump.read_text(errors="replace"), re.M)
+    if found is None:
+        raise SystemExit(f"no callgrind totals in {dump}")
+    return int(found.group(1))
+
+
+def ledger_rows(database: Path) -> int:
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM usage_events").fetchone()[0])
+
+
+def written(database: Path, since: int) -> int:
+    """Rows the ledger wrote since ``since`` rows, once its writes stop (60 s at most)."""
+    rows = ledger_rows(database)
+    for _ in range(120):
+        time.sleep(0.5)
+        now = ledger_rows(database)
+        if now == rows:
+            break
+        rows = now
+    return rows - since
+
+
 def measure(
-    name: str, rev: str, key_kind: str, env: list[str], workloads: dict[str, int], tmp: Path
+    name: str,
+    rev: str,
+    key_kind: str,
+    env: list[str],
+    workloads: dict[str, int],
+    tmp: Path,
+    *,
+    full_batches: bool = False,
 ) -> dict[str, float]:
-    """Instructions per request of each workload (name: requests), on one gateway."""
+    """Instructions per request of each workload (name: requests), on one gateway.
+
+    With ``full_batches`` each thread has its dump: the ledger's writer (the thread that
+    inserted rows) is counted per row it wrote, the others per request."""
     counts: dict[str, float] = {}
-    with gateway(name, rev, key_kind, env, tmp) as (port, pid, key, out):
+    database = tmp / f"{name}.db"
+    with gateway(name, rev, key_kind, env, tmp, threads=full_batches) as (port, pid, key, out):
         for index, (workload, n) in enumerate(workloads.items(), start=1):
             send(port, key, WORKLOADS[workload], 20)  # warm: imports, caches, connections
+            before = ledger_rows(database) if full_batches else 0
             _control("-i", "on", str(pid))
             send(port, key, WORKLOADS[workload], n)
-            if key_kind == "virtual":
+            rows = 0
+            if full_batches:
+                rows = written(database, before)  # the batches started while counting
+            elif key_kind == "virtual":
                 time.sleep(1.2)  # the ledger's batch, written every 0.5 s, is counted too
             _control("-d", str(pid))
             _control("-i", "off", str(pid))
-            dump = Path(f"{out}.{index}")  # its "totals": the "summary" line is not per part
-            found = re.search(r"^totals: (\d+)", dump.read_text(errors="replace"), re.M)
-            if found is None:
-                raise SystemExit(f"no callgrind totals in {dump}")
-            counts[workload] = int(found.group(1)) / n
+            if not full_batches:
+                counts[workload] = _totals(Path(f"{out}.{index}")) / n
+            else:
+                writer = others = 0
+                for dump in out.parent.glob(f"{out.name}.{index}-*"):
+                    if "sqlite3BtreeInsert" in dump.read_text(errors="replace"):
+                        writer += _totals(dump)
+                    else:
+                        others += _totals(dump)
+                if not rows:
+                    raise SystemExit("the ledger wrote no row while counting")
+                counts[workload] = others / n + writer / rows
+                log(f"{name}: {rows} ledger rows, {writer / rows / 1000:.1f} K instructions each")
             log(f"{name}: {workload}: {counts[workload] / 1000:.0f} K instructions a request")
     return counts
 
@@ -201,7 +252,9 @@ def main() -> None:
             label = "working tree" if rev == "." else rev
             if label in results:  # measured again: both rows shown
                 label += f" (arm {i})"
-            results[label] = measure(f"arm{i}", rev, a.key, a.env, plan, tmp)
+            results[label] = measure(
+                f"arm{i}", rev, a.key, a.env, plan, tmp, full_batches=a.full_batches
+            )
         if a.keep is not None:
             a.keep.mkdir(parents=True, exist_ok=True)
             for dump in tmp.glob("arm*.callgrind.*"):
