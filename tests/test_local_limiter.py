@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from gateway.tenancy.keys import KeyRecord, Window
-from gateway.tenancy.limits import Ask, LocalLimiter
+from gateway.tenancy.limits import SWEEP_EVERY, Ask, LocalLimiter
 
 NOW = time.time()  # settlement reads the clock itself
 TOTAL: Window = ("total", 0.0, math.inf)
@@ -109,5 +109,35 @@ def test_a_new_budget_window_replaces_the_keys_earlier_one() -> None:
         # A request of the day before settles into its own day, not the new one.
         assert await limiter.settle(late, 7, 0)
         assert limiter.budgets[("key_a", "2026-12-02")].spent_tokens == 0
+
+    asyncio.run(run())
+
+
+def test_the_counters_of_keys_at_rest_are_forgotten() -> None:
+    """A key whose TATs are past and that has nothing in flight or unsettled loses its
+    counters (memory, not behaviour: it is admitted as a new key would be); the others keep
+    theirs. Admission sweeps once a SWEEP_EVERY."""
+
+    async def run() -> None:
+        limiter = LocalLimiter(nothing_spent)
+        resting, busy = key("k_rest", rpm=60), key("k_busy", rpm=1)
+        held, parallel = key("k_held", tpm=1000), key("k_par", max_parallel=2)
+        for record, reservation in ((resting, "a"), (busy, "b")):
+            assert (await limiter.admit(ask(record, reservation), now=NOW)).ok
+            assert await limiter.settle(ask(record, reservation), 1, 0)
+        assert (await limiter.admit(ask(held, "c", tokens=10), now=NOW)).ok  # not settled
+        assert (await limiter.admit(ask(parallel, "d"), now=NOW)).ok  # in flight
+        # Half a minute on: the RPM-1 key's TAT is still ahead; the others are held.
+        assert limiter.sweep(NOW + 30) == 1
+        assert sorted(limiter.keys) == ["k_busy", "k_held", "k_par"]
+        again = await limiter.admit(ask(resting, "e"), now=NOW + 30)
+        assert again.ok and again.requests_remaining == 59  # as a new key
+        assert await limiter.settle(ask(resting, "e"), 1, 0)
+        assert await limiter.settle(ask(held, "c", tokens=10), 10, 0)
+        assert await limiter.settle(ask(parallel, "d"), 1, 0)
+        # The first admission a SWEEP_EVERY after the last sweep sweeps the rest.
+        other = key("k_other", rpm=10)
+        assert (await limiter.admit(ask(other, "f"), now=NOW + 30 + SWEEP_EVERY)).ok
+        assert sorted(limiter.keys) == ["k_other"]
 
     asyncio.run(run())

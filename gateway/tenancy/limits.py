@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from gateway.tenancy.keys import KeyRecord, Window
 
 MINUTE = 60.0
+SWEEP_EVERY = 60.0  # seconds between sweeps of the counters of keys at rest
 
 
 @dataclass(slots=True)
@@ -86,6 +87,7 @@ class LocalLimiter:
         self._loading: dict[tuple[str, str], asyncio.Future[_Budget]] = {}
         # The requests admitted and not settled: their counters, for settlement.
         self.reservations: dict[str, tuple[_KeyState, _Budget | None]] = {}
+        self._next_sweep = 0.0
 
     def _limit(self, value: int | None) -> int | None:
         return None if value is None else max(1, value // self.share)
@@ -128,6 +130,8 @@ class LocalLimiter:
                 budget = await self._budget(ask)  # the only await: below is one atomic step
         if now is None:
             now = time.time()
+        if now >= self._next_sweep:
+            self.sweep(now)
         state = self.keys.get(key.id)
         if state is None:
             state = self.keys[key.id] = _KeyState()
@@ -218,6 +222,25 @@ class LocalLimiter:
             budget.spent_micro += micro_usd
             budget.spent_tokens += tokens
         return True
+
+    def sweep(self, now: float) -> int:
+        """Forget the counters of keys at rest (both TATs past, nothing in flight or held by a
+        request not yet settled): GCRA admits from such a state exactly as from a new one, so
+        only memory changes. Without it, every key ever used (revoked ones too) keeps its
+        counters. Runs from admission, once a :data:`SWEEP_EVERY`; returns how many went."""
+        self._next_sweep = now + SWEEP_EVERY
+        held = {id(state) for state, _ in self.reservations.values()}
+        idle = [
+            key_id
+            for key_id, state in self.keys.items()
+            if state.rpm_tat <= now
+            and state.tpm_tat <= now
+            and not state.in_flight
+            and id(state) not in held
+        ]
+        for key_id in idle:
+            del self.keys[key_id]
+        return len(idle)
 
     async def aclose(self) -> None:
         return None
