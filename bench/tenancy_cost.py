@@ -5,11 +5,12 @@ reached) and the SQLite ledger.
     .venv/bin/python bench/tenancy_cost.py [--rounds 5] [--duration 4] [-c 32] [--redis] [--no-pin]
 
 The gateways run side by side in front of the bench's mock upstream and are loaded one at a
-time, the arms interleaved round by round (static, virtual[, redis], then the other way round)
-so that a noisy machine disturbs them alike; the ratios are taken per round. ``--redis`` adds
-an arm on a third gateway that shares its counters through a ``redis-server`` the script
-starts (Debian's; tests/setup-services.sh installs it). Prints one JSON object: per-round
-figures, and the median ratio of each arm to the static one.
+time, the arms interleaved round by round, their order turned every round so that each runs
+first, last (and in the middle) equally often and a noisy machine disturbs them alike; the
+ratios are taken per round. ``--redis`` adds an arm on a third gateway that shares its
+counters through a ``redis-server`` the script starts (Debian's; tests/setup-services.sh
+installs it). Prints one JSON object: per-round figures, and the median ratio of each arm to
+the static one.
 
 As in ``run.py``, each gateway runs on the target CPU (0) and the mock, the load generator
 and Redis on the rig's (1), so that a gateway's threads (the ledger's SQLite writer) are
@@ -159,9 +160,13 @@ def main() -> None:
         rounds: list[dict[str, dict[str, float]]] = []
         for i in range(a.rounds):
             row: dict[str, dict[str, float]] = {}
-            # The order turns every round: on this kind of machine the second of two runs in
-            # a row is often the slower one, whichever it is.
-            order = list(arms.items()) if i % 2 == 0 else list(reversed(arms.items()))
+            # The order turns every round, so that each arm runs in each place equally often
+            # (with three arms, reversing alone would keep one always in the middle): on this
+            # kind of machine the second of two runs in a row is often the slower one.
+            order = list(arms.items())
+            order = order[i % len(order) :] + order[: i % len(order)]
+            if (i // len(order)) % 2:
+                order.reverse()
             for name, (proc, key) in order:
                 result = load(a, proc.port, key, proc.pid)
                 if result.get("errors"):
