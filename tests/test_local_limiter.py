@@ -141,3 +141,89 @@ def test_the_counters_of_keys_at_rest_are_forgotten() -> None:
         assert sorted(limiter.keys) == ["k_other"]
 
     asyncio.run(run())
+
+
+def test_a_swept_budget_is_read_again_from_the_ledger() -> None:
+    """A key at rest loses its budget with its counters, unless a request not yet settled
+    holds it; its next request reads what it spent again (``baseline``): nothing spent is
+    forgotten, and a held reservation is never dropped."""
+
+    async def run() -> None:
+        reads: list[str] = []
+        ledger = {"k_spent": (700, 7)}  # what the ledger says each key spent
+
+        async def baseline(key_id: str, since: float) -> tuple[int, int]:
+            reads.append(key_id)
+            return ledger.get(key_id, (0, 0))
+
+        limiter = LocalLimiter(baseline)
+        spent, holding = key("k_spent", budget_micro_usd=1_000), key("k_hold", budget_tokens=100)
+        assert (await limiter.admit(Ask(spent, "a", TOTAL, 1, 200), now=NOW)).ok
+        assert await limiter.settle(Ask(spent, "a", TOTAL, 1, 200), 1, 200)
+        ledger["k_spent"] = (900, 8)  # its row, written since
+        assert (await limiter.admit(Ask(holding, "b", TOTAL, 10, 0), now=NOW)).ok  # held
+        assert reads == ["k_spent", "k_hold"]
+        assert limiter.sweep(NOW + 1) == 1
+        assert list(limiter.budgets) == [("k_hold", "total")]
+        # Read again: 900 of 1,000 spent, so a 200 reservation no longer fits, 100 does.
+        refused = await limiter.admit(Ask(spent, "c", TOTAL, 1, 200), now=NOW + 2)
+        assert not refused.ok and refused.reason == "budget_usd"
+        assert (await limiter.admit(Ask(spent, "d", TOTAL, 1, 100), now=NOW + 2)).ok
+        assert reads == ["k_spent", "k_hold", "k_spent"]
+        # The held budget was kept: its reservation settles into it.
+        assert await limiter.settle(Ask(holding, "b", TOTAL, 10, 0), 4, 0)
+        assert limiter.budgets[("k_hold", "total")].spent_tokens == 4
+
+    asyncio.run(run())
+
+
+def test_the_sweep_leaves_the_counters_of_the_request_that_runs_it() -> None:
+    """The admission that sweeps already holds its key's budget: that key is kept, so its
+    reservation lands in the budget the next requests see."""
+
+    async def run() -> None:
+        limiter = LocalLimiter(nothing_spent)
+        record = key("k_budget", budget_micro_usd=1_000)
+        assert (await limiter.admit(Ask(record, "a", TOTAL, 1, 100), now=NOW)).ok
+        assert await limiter.settle(Ask(record, "a", TOTAL, 1, 100), 1, 100)
+        # A sweep is due, and the key is at rest: its own request keeps it.
+        assert (await limiter.admit(Ask(record, "b", TOTAL, 1, 300), now=NOW + SWEEP_EVERY)).ok
+        budget = limiter.budgets[("k_budget", "total")]
+        assert (budget.spent_micro, budget.reserved_micro) == (100, 300)
+        assert "k_budget" in limiter.keys
+
+    asyncio.run(run())
+
+
+def test_a_budget_swept_while_a_request_waited_for_it_is_put_back() -> None:
+    """Requests waiting for a budget being read get it when the read ends; a sweep that runs
+    before they resume (another key's admission) may drop it. The waiter puts it back, so its
+    reservation is in the budget the next requests see."""
+
+    async def run() -> None:
+        gate = asyncio.Event()
+
+        async def baseline(key_id: str, since: float) -> tuple[int, int]:
+            await gate.wait()
+            return 1_000, 0  # the whole budget spent: the first reader is refused
+
+        limiter = LocalLimiter(baseline)
+        record, other = key("k", budget_micro_usd=1_000), key("j", rpm=10)
+        first, second = ("w1", 0.0, math.inf), ("w2", 0.0, math.inf)
+        gate.set()
+        assert (await limiter.admit(Ask(record, "a", first, 1, 0), now=NOW)).ok
+        assert await limiter.settle(Ask(record, "a", first, 1, 0), 1, 0)
+        gate.clear()  # the next window is read slowly
+        reader = asyncio.create_task(limiter.admit(Ask(record, "r", second, 1, 100)))
+        waiter = asyncio.create_task(limiter.admit(Ask(record, "w", second, 1, 0)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gate.set()  # the reader resumes, then the sweeper, then the waiter
+        sweeper = asyncio.create_task(
+            limiter.admit(Ask(other, "s", TOTAL, 1, 0), now=NOW + 3 * SWEEP_EVERY)
+        )
+        refused, admitted, swept = await asyncio.gather(reader, waiter, sweeper)
+        assert not refused.ok and admitted.ok and swept.ok
+        assert limiter.budgets[("k", "w2")].reserved_tokens == 1
+
+    asyncio.run(run())

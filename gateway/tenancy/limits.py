@@ -128,10 +128,12 @@ class LocalLimiter:
             budget = self.budgets.get((key.id, ask.window[0]))
             if budget is None:
                 budget = await self._budget(ask)  # the only await: below is one atomic step
+                # A sweep while this request waited may have dropped it: the one in the table.
+                budget = self.budgets.setdefault((key.id, ask.window[0]), budget)
         if now is None:
             now = time.time()
         if now >= self._next_sweep:
-            self.sweep(now)
+            self.sweep(now, keep=key.id)  # not the counters this request holds already
         state = self.keys.get(key.id)
         if state is None:
             state = self.keys[key.id] = _KeyState()
@@ -223,23 +225,32 @@ class LocalLimiter:
             budget.spent_tokens += tokens
         return True
 
-    def sweep(self, now: float) -> int:
+    def sweep(self, now: float, *, keep: str | None = None) -> int:
         """Forget the counters of keys at rest (both TATs past, nothing in flight or held by a
         request not yet settled): GCRA admits from such a state exactly as from a new one, so
-        only memory changes. Without it, every key ever used (revoked ones too) keeps its
-        counters. Runs from admission, once a :data:`SWEEP_EVERY`; returns how many went."""
+        only memory changes. Their budgets go too (none of it reserved): the next request
+        reads what the key spent from the ledger again, one query. Without it, every key ever
+        used (revoked ones too) keeps both. Runs from admission (``keep``: the key admitted),
+        once a :data:`SWEEP_EVERY`; returns how many keys went."""
         self._next_sweep = now + SWEEP_EVERY
-        held = {id(state) for state, _ in self.reservations.values()}
-        idle = [
+        held = set()
+        for state, budget in self.reservations.values():
+            held.add(id(state))
+            if budget is not None:
+                held.add(id(budget))
+        idle = {
             key_id
             for key_id, state in self.keys.items()
             if state.rpm_tat <= now
             and state.tpm_tat <= now
             and not state.in_flight
             and id(state) not in held
-        ]
+            and key_id != keep
+        }
         for key_id in idle:
             del self.keys[key_id]
+        for slot in [s for s, b in self.budgets.items() if s[0] in idle and id(b) not in held]:
+            del self.budgets[slot]
         return len(idle)
 
     async def aclose(self) -> None:
