@@ -85,6 +85,7 @@ class LocalLimiter:
         self.keys: dict[str, _KeyState] = {}
         self.budgets: dict[tuple[str, str], _Budget] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[_Budget]] = {}
+        self._windows: dict[str, str] = {}  # a key's one window in ``budgets``
         # The requests admitted and not settled: their counters, for settlement.
         self.reservations: dict[str, tuple[_KeyState, _Budget | None]] = {}
         self._next_sweep = 0.0
@@ -103,12 +104,7 @@ class LocalLimiter:
             self._loading[slot] = loading
             try:
                 micro, tokens = await self.baseline(ask.key.id, ask.window[1])
-                budget = self.budgets.setdefault(slot, _Budget(micro, tokens))
-                # The key's earlier windows are not admitted into again (the requests they
-                # hold settle into their own budget objects): without this, a key with a
-                # daily budget would leave one entry behind a day.
-                for other in [s for s in self.budgets if s[0] == slot[0] and s != slot]:
-                    del self.budgets[other]
+                budget = self._hold(slot, _Budget(micro, tokens))
                 loading.set_result(budget)
             except BaseException as exc:
                 loading.set_exception(exc)
@@ -118,6 +114,18 @@ class LocalLimiter:
                 del self._loading[slot]
             return budget
         return await asyncio.shield(loading)
+
+    def _hold(self, slot: tuple[str, str], budget: _Budget) -> _Budget:
+        """The budget of ``slot`` (key, window) in the table, ``budget`` if it has none. The
+        key's earlier window leaves the table (the requests it holds settle into their own
+        budget objects): without this, a key with a daily budget would leave one entry behind
+        a day. Every budget enters the table here."""
+        key_id, window = slot
+        previous = self._windows.get(key_id)
+        if previous is not None and previous != window:
+            self.budgets.pop((key_id, previous), None)
+        self._windows[key_id] = window
+        return self.budgets.setdefault(slot, budget)
 
     async def admit(self, ask: Ask, now: float | None = None) -> Verdict:
         """Every check passes and every counter moves, or none does (GCRA: the module's
@@ -129,7 +137,7 @@ class LocalLimiter:
             if budget is None:
                 budget = await self._budget(ask)  # the only await: below is one atomic step
                 # A sweep while this request waited may have dropped it: the one in the table.
-                budget = self.budgets.setdefault((key.id, ask.window[0]), budget)
+                budget = self._hold((key.id, ask.window[0]), budget)
         if now is None:
             now = time.time()
         if now >= self._next_sweep:
@@ -251,6 +259,7 @@ class LocalLimiter:
             del self.keys[key_id]
         for slot in [s for s, b in self.budgets.items() if s[0] in idle and id(b) not in held]:
             del self.budgets[slot]
+            del self._windows[slot[0]]
         return len(idle)
 
     async def aclose(self) -> None:
