@@ -9,8 +9,9 @@ time, the arms interleaved round by round, their order turned every round so tha
 first, last (and in the middle) equally often and a noisy machine disturbs them alike; the
 ratios are taken per round. ``--redis`` adds an arm on a third gateway that shares its
 counters through a ``redis-server`` the script starts (Debian's; tests/setup-services.sh
-installs it). Prints one JSON object: per-round figures, and the median ratio of each arm to
-the static one.
+installs it). Prints one JSON object: per-round figures, the median ratio of each arm to the
+static one, and a 95 % bootstrap interval of each median (single rounds on a shared host move
+by 0.7-1.7x, so a median of a dozen rounds is good to a few hundredths only).
 
 As in ``run.py``, each gateway runs on the target CPU (0) and the mock, the load generator
 and Redis on the rig's (1), so that a gateway's threads (the ledger's SQLite writer) are
@@ -24,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -99,6 +101,17 @@ def load(a: argparse.Namespace, port: int, key: str, pid: int) -> dict[str, Any]
     total = sum(spent.values())
     out["threads"] = round((total - spent.get(pid, 0)) / total, 3) if total else 0.0
     return out
+
+
+def median_interval(values: list[float], draws: int = 10_000) -> list[float]:
+    """A 95 % bootstrap interval of the median of ``values`` (the rounds drawn again with
+    replacement; seeded, so a result prints the same twice): how far the median could be
+    from one the same machine would give with many more rounds."""
+    if len(values) < 2:
+        return [round(values[0], 3)] * 2 if values else []
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return [round(medians[int(draws * 0.025)], 3), round(medians[int(draws * 0.975) - 1], 3)]
 
 
 def start_redis(workdir: Path, cpu: str | None) -> tuple[subprocess.Popen[bytes], str]:
@@ -189,22 +202,23 @@ def main() -> None:
         # Requests/s on a shared, noisy machine move with its load; the gateway's own CPU time
         # per request does much less: static / virtual CPU is the share of the static
         # throughput a CPU-bound gateway keeps.
-        ratios = {
-            name: {
-                "rps": round(
-                    statistics.median(r[name]["rps"] / r["static"]["rps"] for r in rounds), 3
-                ),
-                "cpu": round(
-                    statistics.median(
-                        r["static"]["cpu_ms_per_req"] / r[name]["cpu_ms_per_req"] for r in rounds
-                    ),
-                    3,
-                ),
+        ratios: dict[str, dict[str, float]] = {}
+        intervals: dict[str, dict[str, list[float]]] = {}
+        for name in arms:
+            if name == "static":
+                continue
+            per_round = {
+                "rps": [r[name]["rps"] / r["static"]["rps"] for r in rounds],
+                "cpu": [r["static"]["cpu_ms_per_req"] / r[name]["cpu_ms_per_req"] for r in rounds],
             }
-            for name in arms
-            if name != "static"
+            ratios[name] = {k: round(statistics.median(v), 3) for k, v in per_round.items()}
+            intervals[name] = {k: median_interval(v) for k, v in per_round.items()}
+        out = {
+            "pinned": a.pin,
+            "rounds": rounds,
+            "median_ratio_to_static": ratios,
+            "median_ratio_95pct_interval": intervals,
         }
-        out = {"pinned": a.pin, "rounds": rounds, "median_ratio_to_static": ratios}
         print(json.dumps(out, indent=2))
     finally:
         for proc in reversed(procs):
