@@ -113,7 +113,9 @@ class LocalLimiter:
             finally:
                 del self._loading[slot]
             return budget
-        return await asyncio.shield(loading)
+        # A waiter resumes after the reader: a sweep in between (another key's admission) may
+        # have dropped the budget from the table, so it is put back.
+        return self._hold(slot, await asyncio.shield(loading))
 
     def _hold(self, slot: tuple[str, str], budget: _Budget) -> _Budget:
         """The budget of ``slot`` (key, window) in the table, ``budget`` if it has none. The
@@ -136,8 +138,6 @@ class LocalLimiter:
             budget = self.budgets.get((key.id, ask.window[0]))
             if budget is None:
                 budget = await self._budget(ask)  # the only await: below is one atomic step
-                # A sweep while this request waited may have dropped it: the one in the table.
-                budget = self._hold((key.id, ask.window[0]), budget)
         if now is None:
             now = time.time()
         if now >= self._next_sweep:
