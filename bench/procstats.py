@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -78,3 +79,19 @@ def cpu_busy_seconds() -> dict[str, float]:
             ticks = [int(v) for v in vals[:8]]  # user nice system idle iowait irq softirq steal
             out[name] = (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
     return out
+
+
+def idle_facts() -> dict[str, str]:
+    """How this machine's idle CPUs wait: the cpuidle driver and, under KVM's ``haltpoll``,
+    how long an idle guest CPU polls before it halts (recorded with each run; see the
+    README's Pinning section: absolute figures of machines that differ here do not compare)."""
+    facts: dict[str, str] = {}
+    for name, path in (
+        ("cpuidle_driver", "/sys/devices/system/cpu/cpuidle/current_driver"),
+        ("guest_halt_poll_ns", "/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+    ):
+        try:
+            facts[name] = Path(path).read_text().strip()
+        except OSError:
+            continue
+    return facts

@@ -21,7 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from procstats import cpu_busy_seconds, tree_cpu_seconds, tree_peak_rss_mb, tree_rss_mb
+from procstats import (
+    cpu_busy_seconds,
+    idle_facts,
+    tree_cpu_seconds,
+    tree_peak_rss_mb,
+    tree_rss_mb,
+)
 from report import bar, markdown
 from targets import (
     API_KEY,
@@ -242,6 +248,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "idle": idle_facts(),
         "scenarios": [asdict(s) for s in scenarios(a.quick)],
     }
     quiet_until = time.monotonic() + a.wait_quiet

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from procstats import idle_facts
 from targets import (
     API_KEY,
     BENCH,
@@ -215,6 +216,7 @@ def main() -> None:
             intervals[name] = {k: median_interval(v) for k, v in per_round.items()}
         out = {
             "pinned": a.pin,
+            "idle": idle_facts(),
             "rounds": rounds,
             "median_ratio_to_static": ratios,
             "median_ratio_95pct_interval": intervals,
