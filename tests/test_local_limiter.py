@@ -1,15 +1,21 @@
 """The in-process limiter's arithmetic and bookkeeping, without a gateway around it (the
-end-to-end behaviour is tests/test_tenancy.py's)."""
+end-to-end behaviour is tests/test_tenancy.py's), and the shared limiter's use of it when
+Redis cannot be reached."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import time
 from typing import Any
 
+from pydantic import SecretStr
+
+from gateway.settings import Settings
 from gateway.tenancy.keys import KeyRecord, Window
 from gateway.tenancy.limits import SWEEP_EVERY, Ask, LocalLimiter
+from gateway.tenancy.redis_limits import RedisLimiter
 
 NOW = time.time()  # settlement reads the clock itself
 TOTAL: Window = ("total", 0.0, math.inf)
@@ -225,5 +231,40 @@ def test_a_budget_swept_while_a_request_waited_for_it_is_put_back() -> None:
         refused, admitted, swept = await asyncio.gather(reader, waiter, sweeper)
         assert not refused.ok and admitted.ok and swept.ok
         assert limiter.budgets[("k", "w2")].reserved_tokens == 1
+
+    asyncio.run(run())
+
+
+def test_what_the_failure_policy_admitted_settles_against_what_it_counted() -> None:
+    """Redis unreachable (nothing listens on its port), rate limits ``open``, budgets
+    ``open``: this process counts the request's budget and skips its rate limits, so its
+    settlement charges the budget and gives no TPM back (it would move the TAT of tokens
+    never charged) and frees no parallel slot it never took."""
+
+    async def run() -> None:
+        with socket.socket() as probe:  # a port nothing listens on once it is closed
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        settings = Settings(
+            redis_url=SecretStr(f"redis://127.0.0.1:{port}/0"),
+            rate_limit_failure_mode="open",
+            budget_failure_mode="open",
+        )
+        local = LocalLimiter(nothing_spent)
+        limiter = RedisLimiter(settings, fallback=local)
+        record = key(tpm=1_000, max_parallel=1, budget_tokens=10_000)
+        try:
+            for i in range(3):  # the TPM and the parallel limit would refuse the second
+                claim = ask(record, f"r{i}", tokens=600)
+                verdict = await limiter.admit(claim)
+                assert verdict.ok and verdict.degraded
+                assert await limiter.settle(claim, 100, 0)
+            state = local.keys[record.id]
+            assert state.tpm_tat == 0.0 and not state.in_flight
+            budget = local.budgets[(record.id, "total")]
+            assert (budget.spent_tokens, budget.reserved_tokens) == (300, 0)
+            assert not limiter.local_reservations and not limiter.pending
+        finally:
+            await limiter.aclose()
 
     asyncio.run(run())

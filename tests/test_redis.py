@@ -218,6 +218,72 @@ def test_redis_stopped_mid_run(tmp_path: Path) -> None:
             assert "Redis unreachable" in output and "Redis answers again" in output
 
 
+def test_the_other_failure_policies(tmp_path: Path) -> None:
+    """While Redis does not answer: rate limits skipped (``open``) or refused with a 503
+    (``closed``), budgets counted in process (``open``); a key without limits never asks
+    Redis. The shared limits are back when Redis is."""
+    with redis_server() as server:
+        (tmp_path / "lenient").mkdir()
+        (tmp_path / "strict").mkdir()
+        lenient_env = gateway_env(
+            f"sqlite:///{tmp_path / 'lenient.db'}",
+            server.url,
+            GATEWAY_RATE_LIMIT_FAILURE_MODE="open",
+            GATEWAY_BUDGET_FAILURE_MODE="open",
+        )
+        strict_env = gateway_env(
+            f"sqlite:///{tmp_path / 'strict.db'}",
+            server.url,
+            GATEWAY_RATE_LIMIT_FAILURE_MODE="closed",
+        )
+        with (
+            replicas(tmp_path / "lenient", lenient_env, count=1) as (lenient,),
+            replicas(tmp_path / "strict", strict_env, count=1) as (strict,),
+        ):
+            admin = Admin(lenient.base_url)
+            rated = admin.create(name="rated", rpm=2, tpm=100_000, max_parallel=4)["key"]
+            # 39 micro-USD reserved and 10 spent a request: 55 fits two, not a third.
+            budgeted = admin.create(name="budgeted", budget_usd=0.000055)["key"]
+            strict_admin = Admin(strict.base_url)
+            strict_rated = strict_admin.create(name="rated", rpm=10)["key"]
+            strict_budgeted = strict_admin.create(name="budgeted", budget_usd=1)["key"]
+            free = strict_admin.create(name="free")["key"]
+            for _ in range(2):
+                chat(lenient.base_url, rated)
+            with pytest.raises(openai.RateLimitError):
+                chat(lenient.base_url, rated)  # the shared minute is spent
+            server.freeze()
+            try:
+                for _ in range(4):  # skipped while Redis is away
+                    chat(lenient.base_url, rated)
+                outcomes = []
+                for _ in range(3):
+                    try:
+                        chat(lenient.base_url, budgeted, model="slow/echo", max_tokens=5)
+                        outcomes.append("ok")
+                    except openai.RateLimitError as exc:
+                        outcomes.append(str(exc.code))
+                assert outcomes == ["ok", "ok", "insufficient_quota"]  # counted here
+                for key in (strict_rated, strict_budgeted):
+                    with pytest.raises(openai.InternalServerError) as caught:
+                        chat(strict.base_url, key)
+                    assert caught.value.status_code == 503
+                    assert caught.value.code == "limits_unavailable"
+                assert chat(strict.base_url, free).choices[0].message.content
+            finally:
+                server.thaw()
+            for _ in range(100):  # the breaker probes again within a second
+                try:
+                    chat(lenient.base_url, rated)
+                    time.sleep(0.05)
+                except openai.RateLimitError as exc:
+                    assert exc.code == "rate_limit_exceeded"  # shared again: still spent
+                    break
+            else:
+                pytest.fail("the shared rate limit did not come back with Redis")
+            assert "Redis answers again" in lenient.output()
+
+
 def test_budget_counters_are_rebuilt_from_the_ledger(tmp_path: Path) -> None:
     """A Redis that lost everything (restarted without persistence) does not forget what
     was spent: the counter is rebuilt from the ledger."""

@@ -194,7 +194,9 @@ class RedisLimiter:
         self._admit = self.client.script(_ADMIT)
         self._settle = self.client.script(_SETTLE)
         self._init = self.client.script(_INIT)
-        self.local_reservations: set[str] = set()
+        # Requests admitted by the failure policy, with what this process counted for each
+        # (without the rate limits that ``open`` skips): settled here, against the same.
+        self.local_reservations: dict[str, Ask] = {}
         self.pending: deque[tuple[Ask, int, int]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self.failures = 0
@@ -303,7 +305,7 @@ class RedisLimiter:
         verdict = await self.local.admit(local)
         verdict.degraded = True
         if verdict.ok:
-            self.local_reservations.add(ask.reservation)
+            self.local_reservations[ask.reservation] = local
         return verdict
 
     async def settle(self, ask: Ask, tokens: int, micro_usd: int) -> bool:
@@ -311,9 +313,9 @@ class RedisLimiter:
         call, after the responses are complete, so a request waits for Redis once (its
         admission). On one connection, commands run in order: a settlement queued before the
         next admission is applied before it."""
-        if ask.reservation in self.local_reservations:
-            self.local_reservations.discard(ask.reservation)
-            return await self.local.settle(ask, tokens, micro_usd)
+        local = self.local_reservations.pop(ask.reservation, None)
+        if local is not None:  # not a TPM refund for tokens ``open`` never charged
+            return await self.local.settle(local, tokens, micro_usd)
         if len(self.pending) >= MAX_PENDING_SETTLEMENTS:
             self.pending.popleft()
             logger.error("Redis unreachable: a settlement was dropped (queue full)")
