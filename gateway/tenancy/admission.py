@@ -14,6 +14,7 @@ real usage exactly once when the request ends, whatever ended it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import itertools
@@ -54,6 +55,8 @@ TENANT_SCOPE_KEY = "llm_gateway.tenant"
 _PROCESS = os.urandom(6).hex() + "-"
 _counter = itertools.count()
 _NEGATIVE_CACHE = 10_000  # unknown secrets remembered at most (a flood of guesses)
+_REFRESH_AT = 0.75  # of key_cache_seconds: a key in use is read again in the background
+_READS = 3  # of a key, when keys change here during a read
 _MODELS_REMEMBERED = 256  # per key: whether it may use a model name
 _RATES_REMEMBERED = 1024  # the price bound of a (model, deployments) pair
 _NO_WINDOW: Window = ("total", 0.0, math.inf)  # a key without a budget
@@ -261,8 +264,11 @@ class Tenancy:
         # third of the cost of the stored digest's HMAC-SHA256 under OpenSSL): never by the
         # secret itself.
         self._tag_key = os.urandom(32)
-        self._cache: dict[bytes, tuple[float, Tenant | None]] = {}
-        self._lookups: dict[bytes, asyncio.Future[Tenant | None]] = {}
+        # tag -> (expires, tenant or None for an unknown secret, read again from)
+        self._cache: dict[bytes, tuple[float, Tenant | None, float]] = {}
+        self._refresh_after = self.cache_seconds * _REFRESH_AT
+        self._lookups: dict[bytes, asyncio.Task[Tenant | None]] = {}
+        self._changes = 0  # keys changed or revoked through this process
         self._rates: dict[tuple[str, tuple[Deployment, ...]], Rate | None] = {}
         self._ready: asyncio.Future[None] | None = None
 
@@ -304,6 +310,9 @@ class Tenancy:
             )
 
     async def aclose(self) -> None:
+        for task in list(self._lookups.values()):
+            task.cancel()
+        await asyncio.gather(*self._lookups.values(), return_exceptions=True)
         await self.ledger.aclose()
         await self.limiter.aclose()
         await self.store.aclose()
@@ -328,30 +337,41 @@ class Tenancy:
         tenant = None if key is None else Tenant(self, key)
         if tag is None:
             tag = self._tag(secret)
-        self._cache[tag] = (time.monotonic() + self.cache_seconds, tenant)
+        now = time.monotonic()
+        self._cache[tag] = (now + self.cache_seconds, tenant, now + self._refresh_after)
         return tenant
 
     def forget(self, key_id: str) -> None:
-        for tag, (_, tenant) in list(self._cache.items()):
+        """A key changed or revoked here: its entry goes, and a read of it still running
+        reads again (it may have read the key as it was)."""
+        self._changes += 1
+        for tag, (_, tenant, _) in list(self._cache.items()):
             if tenant is not None and tenant.key.id == key_id:
                 del self._cache[tag]
 
     async def authenticate(self, token: bytes) -> Tenant | APIError:
         """The active key ``token`` is, or the 401 to answer (unknown, revoked, expired); 503
-        when the database cannot say."""
+        when the database cannot say.
+
+        A key in use is read again in the background once its entry is three quarters of
+        ``key_cache_seconds`` old, so its requests do not all wait for the database when the
+        entry expires; an entry is never used after it expires."""
         if len(token) != KEY_LENGTH:  # cheap, before any hashing (a flood of guesses)
             return AuthenticationError("Invalid API key")
         tag = self._tag(token)
         cached = self._cache.get(tag)  # only secrets shaped like a key are ever cached
-        if cached is not None and cached[0] > time.monotonic():
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
             tenant = cached[1]
+            if tenant is not None and now >= cached[2] and tag not in self._lookups:
+                self._read(token, tag)  # not awaited: this request goes on with the entry
         elif not looks_like_key(token):
             return AuthenticationError("Invalid API key")
         else:
             try:
-                tenant = await self._lookup(token, tag)
-            except Exception as exc:
-                logger.error("key lookup failed: %s", type(exc).__name__)
+                # Shielded: a request that leaves while it waits cancels nobody else's read.
+                tenant = await asyncio.shield(self._read(token, tag))
+            except Exception:  # logged by the read
                 return ServiceUnavailable(
                     "API keys cannot be checked right now; retry shortly",
                     code="key_store_unavailable",
@@ -366,25 +386,40 @@ class Tenancy:
                 return AuthenticationError(f"This API key is {state}", code=f"api_key_{state}")
         return tenant
 
-    async def _lookup(self, secret: bytes, tag: bytes) -> Tenant | None:
-        """One database read per key at a time, however many requests wait for it."""
-        pending = self._lookups.get(tag)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Tenant | None] = asyncio.get_running_loop().create_future()
-        self._lookups[tag] = future
-        try:
-            await self.ready()
-            key = await self.store.key_by_digest(self.digest(secret))
-            tenant = self.remember(secret, key, tag=tag)
-            future.set_result(tenant)
-            return tenant
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()
-            raise
-        finally:
+    def _read(self, secret: bytes, tag: bytes) -> asyncio.Task[Tenant | None]:
+        """The database read of a key, as a task of its own: one at a time per key, however
+        many requests wait for it."""
+        task = self._lookups.get(tag)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._look_up(secret, tag), name="key-lookup"
+            )
+            self._lookups[tag] = task
+            task.add_done_callback(functools.partial(self._looked_up, tag))
+        return task
+
+    def _looked_up(self, tag: bytes, task: asyncio.Task[Tenant | None]) -> None:
+        if self._lookups.get(tag) is task:
             del self._lookups[tag]
+        if not task.cancelled():
+            task.exception()  # retrieved (a refresh nobody awaits): _look_up logged it
+
+    async def _look_up(self, secret: bytes, tag: bytes) -> Tenant | None:
+        for _ in range(_READS):
+            changes = self._changes
+            try:
+                await self.ready()
+                key = await self.store.key_by_digest(self.digest(secret))
+            except Exception as exc:
+                logger.error("key lookup failed: %s", type(exc).__name__)
+                entry = self._cache.get(tag)
+                if entry is not None:  # no more early reads: the next is once it expires
+                    self._cache[tag] = (entry[0], entry[1], entry[0])
+                raise
+            if changes == self._changes:  # no key changed here meanwhile
+                return self.remember(secret, key, tag=tag)
+        # Keys changed here during every read: this one answers, and is not remembered.
+        return None if key is None else Tenant(self, key)
 
     # Admission
     def rate(self, model: str, chain: tuple[Deployment, ...]) -> Rate | None:
