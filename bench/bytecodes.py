@@ -36,7 +36,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from targets import API_KEY, MODELS, REPO, base_env, free_port, mock_proc, teams_env, virtual_key
+from targets import (
+    API_KEY,
+    REPO,
+    base_env,
+    free_port,
+    mock_env,
+    mock_proc,
+    teams_env,
+    virtual_key,
+)
 
 WARM_UP = 300
 BODY = json.dumps({"model": "mock/mock", "messages": [{"role": "user", "content": "Say hello."}]})
@@ -84,10 +93,7 @@ def measure(key_kind: str, requests: int) -> dict[str, list[float]]:
     mock.start(None, base_env(), work, 30)
     try:
         lines = [
-            "GATEWAY_PROVIDERS__MOCK__TYPE=openai",
-            f"GATEWAY_PROVIDERS__MOCK__BASE_URL=http://127.0.0.1:{mock.port}/v1",
-            "GATEWAY_PROVIDERS__MOCK__API_KEY=sk-bench",
-            f"GATEWAY_PROVIDERS__MOCK__MODELS={json.dumps(MODELS)}",
+            *mock_env(mock.port),
             f"GATEWAY_API_KEYS={json.dumps([API_KEY])}",
             "GATEWAY_ACCESS_LOG=false",
         ]

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import re
 import shutil
 import sqlite3
@@ -46,7 +45,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from targets import REPO, Proc, base_env, free_port, log, mock_proc, teams_env, virtual_key
+from targets import (
+    REPO,
+    Proc,
+    base_env,
+    free_port,
+    log,
+    mock_env,
+    mock_proc,
+    teams_env,
+    virtual_key,
+)
 
 from gateway.tenancy.ledger import BATCH as LEDGER_BATCH
 
@@ -113,13 +122,7 @@ def gateway(
     ``threads``: a dump per thread."""
     mock = mock_proc(free_port())
     models = [w.model.split("/", 1)[1] for w in WORKLOADS.values()]
-    lines = [
-        "GATEWAY_PROVIDERS__MOCK__TYPE=openai",
-        f"GATEWAY_PROVIDERS__MOCK__BASE_URL=http://127.0.0.1:{mock.port}/v1",
-        "GATEWAY_PROVIDERS__MOCK__API_KEY=sk-bench",
-        f"GATEWAY_PROVIDERS__MOCK__MODELS={json.dumps(models)}",
-        f'GATEWAY_API_KEYS=["{STATIC_KEY}"]',
-    ]
+    lines = [*mock_env(mock.port, models), f'GATEWAY_API_KEYS=["{STATIC_KEY}"]']
     if key_kind == "virtual":
         lines += teams_env(tmp / (name + ".db"))
     env_file = tmp / f"{name}.env"

@@ -116,6 +116,16 @@ def base_env() -> dict[str, str]:
     return env
 
 
+def mock_env(mock_port: int, models: list[str] = MODELS) -> list[str]:
+    """Env-file lines of a gateway whose one provider, ``mock``, is the bench's mock upstream."""
+    return [
+        "GATEWAY_PROVIDERS__MOCK__TYPE=openai",
+        f"GATEWAY_PROVIDERS__MOCK__BASE_URL=http://127.0.0.1:{mock_port}/v1",
+        "GATEWAY_PROVIDERS__MOCK__API_KEY=sk-bench",
+        f"GATEWAY_PROVIDERS__MOCK__MODELS={json.dumps(models)}",
+    ]
+
+
 ADMIN_KEY = "bench-admin-key-0123456789"
 
 
@@ -166,12 +176,7 @@ def gateway_proc(
 ) -> Proc | str:
     """The gateway, or the reason it is skipped."""
     env_file = workdir / "gateway.env"
-    env_file.write_text(
-        "GATEWAY_PROVIDERS__MOCK__TYPE=openai\n"
-        f"GATEWAY_PROVIDERS__MOCK__BASE_URL=http://127.0.0.1:{mock_port}/v1\n"
-        "GATEWAY_PROVIDERS__MOCK__API_KEY=sk-bench\n"
-        f"GATEWAY_PROVIDERS__MOCK__MODELS={json.dumps(MODELS)}\n"
-    )
+    env_file.write_text("".join(line + "\n" for line in mock_env(mock_port)))
     if cmd_override:
         cmd = shlex.split(cmd_override.format(port=port, env_file=env_file, mock_port=mock_port))
     else:

@@ -39,12 +39,12 @@ from procstats import idle_facts
 from targets import (
     API_KEY,
     BENCH,
-    MODELS,
     REPO,
     Proc,
     base_env,
     free_port,
     log,
+    mock_env,
     mock_proc,
     teams_env,
     virtual_key,
@@ -56,10 +56,7 @@ def gateway(
 ) -> Proc:
     env_file = workdir / f"{name}.env"
     lines = [
-        "GATEWAY_PROVIDERS__MOCK__TYPE=openai",
-        f"GATEWAY_PROVIDERS__MOCK__BASE_URL=http://127.0.0.1:{mock_port}/v1",
-        "GATEWAY_PROVIDERS__MOCK__API_KEY=sk-bench",
-        f"GATEWAY_PROVIDERS__MOCK__MODELS={json.dumps(MODELS)}",
+        *mock_env(mock_port),
         f"GATEWAY_API_KEYS={json.dumps([API_KEY])}",
         "GATEWAY_ACCESS_LOG=false",
     ]
