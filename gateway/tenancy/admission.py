@@ -363,7 +363,7 @@ class Tenancy:
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             tenant = cached[1]
-            if now >= cached[2] and tenant is not None and tag not in self._lookups:
+            if now >= cached[2] and tenant is not None:
                 self._read(token, tag)  # not awaited: this request goes on with the entry
         elif not looks_like_key(token):
             return AuthenticationError("Invalid API key")
