@@ -9,10 +9,11 @@ acts (:class:`HeldReads`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -46,9 +47,11 @@ class HeldReads:
         return record
 
 
-async def tenancy_with_a_key(
+@contextlib.asynccontextmanager
+async def a_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_seconds: float
-) -> tuple[Tenancy, bytes, str, HeldReads]:
+) -> AsyncIterator[tuple[Tenancy, bytes, str, HeldReads]]:
+    """A tenancy on a new SQLite file with one key: (tenancy, secret, key id, its reads)."""
     settings = Settings(
         admin_key=SecretStr("admin-key-for-tests"),
         database_url=f"sqlite:///{tmp_path / 'keys.db'}",
@@ -63,11 +66,18 @@ async def tenancy_with_a_key(
     await tenancy.store.insert_key(record, tenancy.digest(secret.encode()))
     reads = HeldReads(tenancy.store.key_by_digest)
     monkeypatch.setattr(tenancy.store, "key_by_digest", reads)
-    return tenancy, secret.encode(), record.id, reads
+    try:
+        yield tenancy, secret.encode(), record.id, reads
+    finally:
+        await tenancy.aclose()
 
 
 async def until(moment: float) -> None:
     await asyncio.sleep(max(0.0, moment - time.monotonic()))
+
+
+def revoked(answer: Tenant | APIError) -> bool:
+    return isinstance(answer, AuthenticationError) and answer.code == "api_key_revoked"
 
 
 async def quickly(call: Awaitable[Tenant | APIError]) -> Tenant | APIError:
@@ -79,8 +89,7 @@ def test_a_key_in_use_is_read_again_before_it_expires(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def run() -> None:
-        tenancy, secret, _, reads = await tenancy_with_a_key(tmp_path, monkeypatch, 2.0)
-        try:
+        async with a_key(tmp_path, monkeypatch, 2.0) as (tenancy, secret, _, reads):
             assert isinstance(await tenancy.authenticate(secret), Tenant)
             read_at = time.monotonic()
             assert reads.count == 1
@@ -95,8 +104,6 @@ def test_a_key_in_use_is_read_again_before_it_expires(
             await until(read_at + 2.2)  # the first entry would have expired: renewed
             assert isinstance(await quickly(tenancy.authenticate(secret)), Tenant)
             assert reads.count == 2
-        finally:
-            await tenancy.aclose()
 
     asyncio.run(run())
 
@@ -107,8 +114,7 @@ def test_a_revocation_elsewhere_is_seen_by_the_early_read_and_never_after_expiry
     """Another replica revokes the key (the database changes, this process is not told)."""
 
     async def run() -> None:
-        tenancy, secret, key_id, reads = await tenancy_with_a_key(tmp_path, monkeypatch, 2.0)
-        try:
+        async with a_key(tmp_path, monkeypatch, 2.0) as (tenancy, secret, key_id, reads):
             assert isinstance(await tenancy.authenticate(secret), Tenant)
             read_at = time.monotonic()
             await tenancy.store.revoke_key(key_id, time.time())
@@ -116,7 +122,7 @@ def test_a_revocation_elsewhere_is_seen_by_the_early_read_and_never_after_expiry
             assert isinstance(await quickly(tenancy.authenticate(secret)), Tenant)
             await asyncio.sleep(0.1)  # the early read has seen the revocation
             refused = await quickly(tenancy.authenticate(secret))
-            assert isinstance(refused, AuthenticationError) and refused.code == "api_key_revoked"
+            assert revoked(refused)
             assert time.monotonic() < read_at + 2.0  # before the first entry expired
 
             # An expired entry is not used while its read is held: the request waits for it.
@@ -127,9 +133,7 @@ def test_a_revocation_elsewhere_is_seen_by_the_early_read_and_never_after_expiry
             assert not waiting.done()
             reads.release.set()
             refused = await quickly(waiting)
-            assert isinstance(refused, AuthenticationError) and refused.code == "api_key_revoked"
-        finally:
-            await tenancy.aclose()
+            assert revoked(refused)
 
     asyncio.run(run())
 
@@ -141,8 +145,7 @@ def test_a_read_that_raced_a_revocation_here_is_read_again(
     answer is remembered: the read is done again, and the key is refused at once."""
 
     async def run() -> None:
-        tenancy, secret, key_id, reads = await tenancy_with_a_key(tmp_path, monkeypatch, 60.0)
-        try:
+        async with a_key(tmp_path, monkeypatch, 60.0) as (tenancy, secret, key_id, reads):
             reads.release.clear()
             first = asyncio.ensure_future(tenancy.authenticate(secret))
             await reads.answered.wait()  # the key as it was, not yet remembered
@@ -150,12 +153,10 @@ def test_a_read_that_raced_a_revocation_here_is_read_again(
             tenancy.forget(key_id)  # what DELETE /admin/keys/{id} does after the update
             reads.release.set()
             refused = await quickly(first)
-            assert isinstance(refused, AuthenticationError) and refused.code == "api_key_revoked"
+            assert revoked(refused)
             assert reads.count == 2
             again = await quickly(tenancy.authenticate(secret))
-            assert isinstance(again, AuthenticationError) and again.code == "api_key_revoked"
-        finally:
-            await tenancy.aclose()
+            assert revoked(again)
 
     asyncio.run(run())
 
@@ -164,8 +165,7 @@ def test_a_request_that_leaves_during_a_read_cancels_no_one_else(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def run() -> None:
-        tenancy, secret, _, reads = await tenancy_with_a_key(tmp_path, monkeypatch, 60.0)
-        try:
+        async with a_key(tmp_path, monkeypatch, 60.0) as (tenancy, secret, _, reads):
             reads.release.clear()
             leaving = asyncio.ensure_future(tenancy.authenticate(secret))
             staying = asyncio.ensure_future(tenancy.authenticate(secret))
@@ -176,8 +176,6 @@ def test_a_request_that_leaves_during_a_read_cancels_no_one_else(
             assert isinstance(await quickly(staying), Tenant)
             assert leaving.cancelled()
             assert reads.count == 1
-        finally:
-            await tenancy.aclose()
 
     asyncio.run(run())
 
@@ -188,8 +186,7 @@ def test_a_failing_early_read_keeps_the_entry_until_it_expires(
     async def run() -> None:
         unhandled: list[object] = []
         asyncio.get_running_loop().set_exception_handler(lambda _, ctx: unhandled.append(ctx))
-        tenancy, secret, _, reads = await tenancy_with_a_key(tmp_path, monkeypatch, 2.0)
-        try:
+        async with a_key(tmp_path, monkeypatch, 2.0) as (tenancy, secret, _, reads):
             assert isinstance(await tenancy.authenticate(secret), Tenant)
             read_at = time.monotonic()
             reads.failing = True
@@ -205,8 +202,6 @@ def test_a_failing_early_read_keeps_the_entry_until_it_expires(
             down = await quickly(tenancy.authenticate(secret))
             assert isinstance(down, ServiceUnavailable) and down.code == "key_store_unavailable"
             assert not unhandled  # no task's exception left unretrieved
-        finally:
-            await tenancy.aclose()
 
     with caplog.at_level(logging.ERROR, logger="gateway.tenancy"):
         asyncio.run(run())
