@@ -17,6 +17,13 @@ As in ``run.py``, each gateway runs on the target CPU (0) and the mock, the load
 and Redis on the rig's (1), so that a gateway's threads (the ledger's SQLite writer) are
 charged to its own CPU rather than slowing the load generator; ``--no-pin`` lets the
 scheduler place everything (the figure then also depends on how the rig shares its CPU).
+
+``--tree NAME=PATH[:VAR=VALUE...]`` (repeatable) adds a virtual-key arm whose gateway runs the
+code of another source tree (a ``git worktree`` of a change, say) with this venv's packages,
+and extra environment variables: a change is then measured against this tree's ``virtual`` arm
+in the same rounds, as ``cpu_vs_virtual`` (this tree's CPU a request over the other's, per
+round: above 1, the change is cheaper). The same path as this repository gives an A/A control:
+how far two processes of the same code drift apart on this machine.
 """
 
 from __future__ import annotations
@@ -68,6 +75,32 @@ def gateway(
     exe = REPO / ".venv" / "bin" / "llm-gateway"
     cmd = [str(exe), "--no-ui", "--port", str(port), "--env-file", str(env_file)]
     return Proc(name, cmd, port, "/health")
+
+
+def parse_tree(spec: str) -> tuple[str, Path, dict[str, str]]:
+    """``NAME=PATH[:VAR=VALUE...]``: an arm's name, its source tree and its extra environment."""
+    name, sep, rest = spec.partition("=")
+    path, *assignments = rest.split(":")
+    if not sep or not name or not path or name in ("static", "virtual", "virtual+redis"):
+        raise SystemExit(f"--tree {spec!r}: want NAME=PATH[:VAR=VALUE...], NAME not a built-in arm")
+    extra = {}
+    for assignment in assignments:
+        var, sep, value = assignment.partition("=")
+        if not sep or not var:
+            raise SystemExit(f"--tree {spec!r}: {assignment!r} is not VAR=VALUE")
+        extra[var] = value
+    tree = Path(path).resolve()
+    # The arm must run that tree's code, not this venv's install (-P: not the current folder's).
+    probe = subprocess.run(
+        [str(REPO / ".venv/bin/python"), "-P", "-c", "import gateway; print(gateway.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if not probe.stdout.strip().startswith(str(tree) + "/"):
+        raise SystemExit(f"--tree {spec!r}: no gateway package there ({probe.stderr.strip()})")
+    return name, tree, extra
 
 
 def thread_ticks(pid: int) -> dict[int, int]:
@@ -138,7 +171,16 @@ def main() -> None:
     ap.add_argument("--target-cpu", default="0", help="CPU of the gateways")
     ap.add_argument("--rig-cpu", default="1", help="CPU of the mock, load generator and Redis")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not use taskset")
+    ap.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[:VAR=VALUE...]",
+        help="add a virtual-key arm running the source tree PATH (repeatable)",
+    )
     a = ap.parse_args()
+    trees = [parse_tree(spec) for spec in a.tree]
+    tree_names = {name for name, _, _ in trees}
     if a.pin and len(os.sched_getaffinity(0)) < 2:
         log("fewer than 2 CPUs available: running without pinning")
         a.pin = False
@@ -168,6 +210,12 @@ def main() -> None:
             procs.append(shared)
             shared.start(target, env, work, 30)
             arms["virtual+redis"] = (shared, virtual_key(shared.port))
+        for name, tree, extra in trees:
+            other = gateway(name, free_port(), mock.port, work, teams=True, redis_url=None)
+            procs.append(other)
+            # The same command, its packages imported from ``tree`` (ahead of the install).
+            other.start(target, {**env, "PYTHONPATH": str(tree), **extra}, work, 30)
+            arms[name] = (other, virtual_key(other.port))
         rounds: list[dict[str, dict[str, float]]] = []
         for i in range(a.rounds):
             row: dict[str, dict[str, float]] = {}
@@ -209,6 +257,10 @@ def main() -> None:
                 "rps": [r[name]["rps"] / r["static"]["rps"] for r in rounds],
                 "cpu": [r["static"]["cpu_ms_per_req"] / r[name]["cpu_ms_per_req"] for r in rounds],
             }
+            if name in tree_names:
+                per_round["cpu_vs_virtual"] = [
+                    r["virtual"]["cpu_ms_per_req"] / r[name]["cpu_ms_per_req"] for r in rounds
+                ]
             ratios[name] = {k: round(statistics.median(v), 3) for k, v in per_round.items()}
             intervals[name] = {k: median_interval(v) for k, v in per_round.items()}
         out = {
