@@ -181,6 +181,8 @@ def main() -> None:
     a = ap.parse_args()
     trees = [parse_tree(spec) for spec in a.tree]
     tree_names = {name for name, _, _ in trees}
+    if len(tree_names) < len(trees):
+        raise SystemExit("--tree: each arm needs a name of its own")
     if a.pin and len(os.sched_getaffinity(0)) < 2:
         log("fewer than 2 CPUs available: running without pinning")
         a.pin = False
