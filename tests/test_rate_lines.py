@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from gateway.tenancy.limits import Verdict
 
 def lines(verdict: Verdict, **limits: Any) -> dict[str, str]:
     key = KeyRecord(id="key_1", name="k", prefix="sk-gw-ab", last4="wxyz", created_at=0, **limits)
-    tenant = Tenant(None, key)  # type: ignore[arg-type]  # formatting reads no tenancy
+    # Formatting reads no tenancy; the Python's lines (no compiled plan to build).
+    tenant = Tenant(SimpleNamespace(compiled=None), key)  # type: ignore[arg-type]
     pairs = split(tenant.rate_lines(verdict))
     named = {name.decode(): value.decode() for name, value in pairs}
     assert len(named) == len(pairs)  # each header once

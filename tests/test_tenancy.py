@@ -47,12 +47,17 @@ def gateway_settings(db: Path, **extra: Any) -> Any:
     )
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+@pytest.fixture(scope="module", params=[True, False], ids=["compiled", "python"])
+def served(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, Path]]:
+    """Every test of a served gateway runs twice: with the compiled admission (when it is
+    built, as CI requires) and with the Python alone (``GATEWAY_COMPILED_LIMITS=false``)."""
     db = tmp_path_factory.mktemp("teams") / "gateway.db"
     # Without uvicorn's access log, as the gateway's own server runs (gateway.server): the
     # x-ratelimit-* lines then go through gateway.response_head's own path.
-    with serve_in_thread(create_app(gateway_settings(db)), access_log=False) as url:
+    app = create_app(gateway_settings(db, compiled_limits=request.param))
+    with serve_in_thread(app, access_log=False) as url:
         yield url, db
 
 

@@ -274,7 +274,9 @@ class Surface(abc.ABC, Generic[R]):
                 )
         finally:
             if ticket is not None:  # exactly once, whatever ended the request
-                await ticket.settle(call)
+                pending = ticket.settle(call)  # None: settled at once (the compiled ticket)
+                if pending is not None:
+                    await pending
 
 
 class LimitedSurface(Surface[R]):

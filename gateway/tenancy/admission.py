@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,6 +48,12 @@ from gateway.tenancy.limits import Ask, LocalLimiter, Verdict
 from gateway.tenancy.prices import Prices, Rate
 from gateway.tenancy.store import Store, open_engine
 from providers.base import Usage
+
+try:  # built by setup.py where a C compiler is found (optional)
+    from gateway.tenancy import _counters
+except ImportError:  # pragma: no cover - the Python decides everything
+    _counters = None  # type: ignore[assignment]
+compiled = _counters  # the compiled counters, or None
 
 logger = logging.getLogger("gateway.tenancy")
 TENANT_SCOPE_KEY = "llm_gateway.tenant"
@@ -82,6 +88,13 @@ class Limiter(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Admitted(Protocol):
+    """An admitted request's ticket: :class:`Ticket`, or the compiled one, which settles at
+    once (``settle`` answers None, not an awaitable)."""
+
+    def settle(self, call: Call) -> Awaitable[None] | None: ...
+
+
 class Admissible(Protocol):
     """What admission reads of a parsed request (``gateway.surfaces.shared.Parsed``)."""
 
@@ -97,11 +110,12 @@ class Tenant:
     what is derived from it once per key (the cache holds one per key, so a request builds
     none of it): the models checked, the ``x-ratelimit-limit-*`` headers.
 
-    Admission runs for every request of a limited key, so it is written for that: the
-    limiter's GCRA steps inline, the price bound remembered, the header lines made by one
-    bytes format."""
+    Admission runs for every request of a limited key, so it is written for that: the price
+    bound remembered, the header lines made by one bytes format, and the common case (every
+    check passes, resets under a second) decided by the compiled module when it is built and
+    the counters are this process's (``_plan``: the key's limits as it reads them)."""
 
-    __slots__ = ("_allowed", "_both_ms", "_rpm_line", "_tpm_line", "key", "tenancy")
+    __slots__ = ("_allowed", "_both_ms", "_plan", "_rpm_line", "_tpm_line", "key", "tenancy")
 
     def __init__(self, tenancy: Tenancy, key: KeyRecord) -> None:
         self.tenancy = tenancy
@@ -120,6 +134,24 @@ class Tenant:
             if self._rpm_line is not None and self._tpm_line is not None
             else None
         )
+        self._plan = (
+            compiled.Plan(
+                key.rpm,
+                key.tpm,
+                key.max_parallel,
+                key.budget_micro_usd,
+                key.budget_tokens,
+                tenancy.reserve_max_tokens,
+                key.caps_output,
+                self._rpm_line,
+                self._tpm_line,
+                _estimated,
+                functools.partial(request_cost, tenancy.prices),
+                time.time,
+            )
+            if tenancy.compiled is not None and key.limited
+            else None
+        )
 
     def allows(self, model: str) -> bool:
         allowed = self._allowed.get(model)
@@ -131,7 +163,7 @@ class Tenant:
 
     async def admit(
         self, call: Call, parsed: Admissible, chain: tuple[Deployment, ...]
-    ) -> Ticket | None:
+    ) -> Admitted | None:
         """Admit a request or raise its 4xx/503; None when the key has nothing to count.
         An admitted request's ``x-ratelimit-*`` headers go on ``call.head_lines``."""
         key = self.key
@@ -149,6 +181,33 @@ class Tenant:
             return None
         tenancy = self.tenancy
         tokens_in = parsed.estimate_input() if parsed.estimate_input is not None else 0
+        local = tenancy.compiled_limiter
+        if local is not None and self._plan is not None:
+            now = time.time()
+            state = local.keys.get(key.id)  # None: the key's first request here, or swept
+            if state is not None:
+                budget = None
+                if key.budgeted:  # None: not read from the ledger yet (or swept)
+                    window_id = current_window(key.budget_period, now)[0]
+                    budget = local.budgets.get((key.id, window_id))
+                if budget is not None or not key.budgeted:
+                    admitted = compiled.admit(
+                        self._plan,
+                        state,
+                        budget,
+                        call,
+                        tokens_in,
+                        parsed.output_cap,
+                        parsed.choices,
+                        parsed.cap_output,
+                        now,
+                        local.next_sweep,
+                        tenancy.rate(model, chain) if key.budget_micro_usd is not None else None,
+                    )
+                    if admitted is not None:
+                        return admitted
+            # Anything else (a refusal, a reset of a second or more, a sweep): the Python,
+            # on the same counters.
         choices = parsed.choices if parsed.choices > 1 else 1
         cap = parsed.output_cap
         if cap is None:
@@ -257,7 +316,13 @@ class Tenancy:
             interval=settings.ledger_flush_seconds,
         )
         self.ledger.prepare = self.ready
-        self.limiter: Limiter = limiter or LocalLimiter(self.baseline)
+        self.compiled = compiled if settings.compiled_limits else None
+        self.compiled_limiter: LocalLimiter | None = None  # set with the limiter
+        self.limiter = limiter or (
+            LocalLimiter(self.baseline)
+            if self.compiled is None
+            else LocalLimiter(self.baseline, counters=self.compiled)
+        )
         self.reserve_max_tokens = settings.reserve_max_tokens
         self.cache_seconds = settings.key_cache_seconds
         # The cache is keyed by a tag of the secret under a key of this process (BLAKE2b, a
@@ -271,6 +336,24 @@ class Tenancy:
         self._changes = 0  # keys changed or revoked through this process
         self._rates: dict[tuple[str, tuple[Deployment, ...]], Rate | None] = {}
         self._ready: asyncio.Future[None] | None = None
+
+    @property
+    def limiter(self) -> Limiter:
+        return self._limiter
+
+    @limiter.setter
+    def limiter(self, limiter: Limiter) -> None:
+        """The compiled admission runs on a :class:`LocalLimiter`'s own counters when they are
+        the compiled ones and undivided (not the Redis limiter's fallback)."""
+        self._limiter = limiter
+        self.compiled_limiter = (
+            limiter
+            if isinstance(limiter, LocalLimiter)
+            and self.compiled is not None
+            and limiter.counters.KeyState is self.compiled.KeyState
+            and limiter.share == 1
+            else None
+        )
 
     async def baseline(self, key_id: str, since: float) -> tuple[int, int]:
         """What a key spent since ``since``: the ledger's rows, with this process's rows not
@@ -461,15 +544,19 @@ class Ticket(Ask):
         self.settled = True
         usage = call.usage
         if usage is None and call.first_token_at is not None:
-            usage = call.usage = Usage(
-                input_tokens=self.tokens_in, output_tokens=self.tokens_out, source="estimated"
-            )
+            usage = call.usage = _estimated(self.tokens_in, self.tokens_out)
         tokens = 0 if usage is None else usage.input_tokens + usage.output_tokens
         cost = call.cost = request_cost(self.tenancy.prices, call)  # what the ledger bills too
         try:
             await self.tenancy.limiter.settle(self, tokens, cost[0])
         except Exception as exc:  # the limiter queues or expires what it cannot settle
             logger.error("request %s: settling failed (%s)", call.request_id, type(exc).__name__)
+
+
+def _estimated(tokens_in: int, tokens_out: int) -> Usage:
+    """The usage charged to a request that produced output without the provider's usage: its
+    whole reservation."""
+    return Usage(input_tokens=tokens_in, output_tokens=tokens_out, source="estimated")
 
 
 def duration(seconds: float) -> str:

@@ -19,7 +19,8 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.tenancy.keys import KeyRecord, Window
 
@@ -54,18 +55,40 @@ class Verdict:
 
 
 @dataclass(slots=True)
-class _Budget:
+class Budget:
+    """A key's budget in one window. ``held``: admitted requests that settle into it."""
+
     spent_micro: int = 0
     spent_tokens: int = 0
     reserved_micro: int = 0
     reserved_tokens: int = 0
+    held: int = 0
 
 
 @dataclass(slots=True)
-class _KeyState:
+class KeyState:
+    """A key's rate counters: both TATs, and its requests admitted and not settled."""
+
     rpm_tat: float = 0.0
     tpm_tat: float = 0.0
-    in_flight: set[str] = field(default_factory=set)
+    in_flight: int = 0
+
+
+class Counters(Protocol):
+    """Where a limiter's counter objects come from: this module, or the compiled one
+    (``gateway.tenancy._counters``), whose objects have the same fields and whose admission
+    of the common case (``Tenant.admit``) works on the objects this limiter holds."""
+
+    @property
+    def KeyState(self) -> type[KeyState]: ...
+
+    @property
+    def Budget(self) -> type[Budget]: ...
+
+
+class _Python:
+    KeyState = KeyState
+    Budget = Budget
 
 
 Baseline = Callable[[str, float], Awaitable[tuple[int, int]]]
@@ -76,24 +99,26 @@ class LocalLimiter:
     spent in a window, read once per key and window; after that the process counts.
 
     ``share`` divides every rate and parallel limit (a replica's part when the counters are
-    not shared); budgets are never divided.
+    not shared); budgets are never divided. ``counters`` makes the counter objects (the
+    compiled ones, for the compiled admission to work on).
     """
 
-    def __init__(self, baseline: Baseline, *, share: int = 1) -> None:
+    def __init__(self, baseline: Baseline, *, share: int = 1, counters: Counters = _Python) -> None:
         self.baseline = baseline
         self.share = share
-        self.keys: dict[str, _KeyState] = {}
-        self.budgets: dict[tuple[str, str], _Budget] = {}
-        self._loading: dict[tuple[str, str], asyncio.Future[_Budget]] = {}
+        self.counters = counters
+        self.keys: dict[str, KeyState] = {}
+        self.budgets: dict[tuple[str, str], Budget] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[Budget]] = {}
         self._windows: dict[str, str] = {}  # a key's one window in ``budgets``
-        # The requests admitted and not settled: their counters, for settlement.
-        self.reservations: dict[str, tuple[_KeyState, _Budget | None]] = {}
-        self._next_sweep = 0.0
+        # The requests admitted here and not settled: their counters, for settlement.
+        self.reservations: dict[str, tuple[KeyState, Budget | None]] = {}
+        self.next_sweep = 0.0
 
     def _limit(self, value: int | None) -> int | None:
         return None if value is None else max(1, value // self.share)
 
-    async def _budget(self, ask: Ask) -> _Budget:
+    async def _budget(self, ask: Ask) -> Budget:
         slot = (ask.key.id, ask.window[0])
         budget = self.budgets.get(slot)
         if budget is not None:
@@ -104,7 +129,7 @@ class LocalLimiter:
             self._loading[slot] = loading
             try:
                 micro, tokens = await self.baseline(ask.key.id, ask.window[1])
-                budget = self._hold(slot, _Budget(micro, tokens))
+                budget = self._hold(slot, self.counters.Budget(micro, tokens))
                 loading.set_result(budget)
             except BaseException as exc:
                 loading.set_exception(exc)
@@ -117,7 +142,7 @@ class LocalLimiter:
         # have dropped the budget from the table, so it is put back.
         return self._hold(slot, await asyncio.shield(loading))
 
-    def _hold(self, slot: tuple[str, str], budget: _Budget) -> _Budget:
+    def _hold(self, slot: tuple[str, str], budget: Budget) -> Budget:
         """The budget of ``slot`` (key, window) in the table, ``budget`` if it has none. The
         key's earlier window leaves the table (the requests it holds settle into their own
         budget objects): without this, a key with a daily budget would leave one entry behind
@@ -140,11 +165,11 @@ class LocalLimiter:
                 budget = await self._budget(ask)  # the only await: below is one atomic step
         if now is None:
             now = time.time()
-        if now >= self._next_sweep:
+        if now >= self.next_sweep:
             self.sweep(now, keep=key.id)  # not the counters this request holds already
         state = self.keys.get(key.id)
         if state is None:
-            state = self.keys[key.id] = _KeyState()
+            state = self.keys[key.id] = self.counters.KeyState()
         rpm, tpm, parallel = key.rpm, key.tpm, key.max_parallel
         if self.share != 1:
             rpm, tpm, parallel = self._limit(rpm), self._limit(tpm), self._limit(parallel)
@@ -178,7 +203,7 @@ class LocalLimiter:
                 tokens_left = 0
         reason = None
         wait = 0.0
-        if parallel is not None and len(state.in_flight) >= parallel:
+        if parallel is not None and state.in_flight >= parallel:
             reason, wait = "max_parallel", 1.0
         elif budget is not None:
             if key.budget_micro_usd is not None and (
@@ -192,6 +217,7 @@ class LocalLimiter:
             else:
                 budget.reserved_micro += ask.micro_usd
                 budget.reserved_tokens += ask.tokens
+                budget.held += 1
         if reason is not None:
             return Verdict(
                 False,
@@ -206,8 +232,7 @@ class LocalLimiter:
             state.rpm_tat = now + requests_reset
         if tpm is not None:
             state.tpm_tat = now + tokens_reset
-        if parallel is not None:
-            state.in_flight.add(ask.reservation)
+        state.in_flight += 1
         self.reservations[ask.reservation] = (state, budget)
         return Verdict(True, None, 0.0, requests_left, requests_reset, tokens_left, tokens_reset)
 
@@ -219,8 +244,7 @@ class LocalLimiter:
             return False
         state, budget = held
         key = ask.key
-        if key.max_parallel is not None:
-            state.in_flight.discard(ask.reservation)
+        state.in_flight -= 1
         tpm = key.tpm if self.share == 1 else self._limit(key.tpm)
         if tpm is not None and tokens < ask.tokens:
             tat = state.tpm_tat - (ask.tokens - tokens) * MINUTE / tpm
@@ -231,6 +255,7 @@ class LocalLimiter:
             budget.reserved_tokens -= ask.tokens
             budget.spent_micro += micro_usd
             budget.spent_tokens += tokens
+            budget.held -= 1
         return True
 
     def sweep(self, now: float, *, keep: str | None = None) -> int:
@@ -240,24 +265,18 @@ class LocalLimiter:
         reads what the key spent from the ledger again, one query. Without it, every key ever
         used (revoked ones too) keeps both. Runs from admission (``keep``: the key admitted),
         once a :data:`SWEEP_EVERY`; returns how many keys went."""
-        self._next_sweep = now + SWEEP_EVERY
-        held = set()
-        for state, budget in self.reservations.values():
-            held.add(id(state))
-            if budget is not None:
-                held.add(id(budget))
+        self.next_sweep = now + SWEEP_EVERY
         idle = {
             key_id
             for key_id, state in self.keys.items()
             if state.rpm_tat <= now
             and state.tpm_tat <= now
             and not state.in_flight
-            and id(state) not in held
             and key_id != keep
         }
         for key_id in idle:
             del self.keys[key_id]
-        for slot in [s for s, b in self.budgets.items() if s[0] in idle and id(b) not in held]:
+        for slot in [s for s, b in self.budgets.items() if s[0] in idle and not b.held]:
             del self.budgets[slot]
             del self._windows[slot[0]]
         return len(idle)
