@@ -321,3 +321,31 @@ def test_the_compiled_objects_refuse_bad_arguments(built: Any) -> None:
 
 def cost(call: Call) -> tuple[int, bool]:
     return 0, False
+
+
+def test_every_reset_is_written_as_the_python_writes_it(built: Any) -> None:
+    """``x-ratelimit-reset-requests`` for resets from none to a minute, the roundings' edges
+    among them: the compiled lines against ``duration()`` of the same float."""
+    rng = random.Random(7)
+    edges = [0.0, 1e-9, 0.0004, 0.9994, 0.9995, 0.99951, 1.0, 1.0049, 1.005, 1.0051, 9.994]
+    edges += [9.995, 9.9951, 10.0, 10.05, 59.94, 59.95, 59.96, 59.999, 60.0, 60.0000000005]
+    resets = edges + [rng.uniform(0, 60) for _ in range(2_000)]
+    rpm = 1_000  # an interval of 60 ms
+    interval = 60.0 / rpm
+    line = b"x-ratelimit-limit-requests: 1000\r\n"
+    plan = built.Plan(rpm, None, None, None, None, 1, True, line, None, print, cost, time.time)
+    now = 1_800_000_000.25
+    for reset in resets:
+        state = built.KeyState(now - interval + reset)
+        if state.rpm_tat <= now:  # no earlier TAT: the reset is one interval
+            state.rpm_tat = 0.0
+        base = state.rpm_tat if state.rpm_tat > now else now
+        shown = base + interval - now  # what both compute
+        call = new_call()
+        assert built.admit(plan, state, None, call, 0, None, 1, None, now, now + 1, None)
+        left = max(int((60.0 - shown) / interval + 1e-6), 0)
+        python = (
+            f"x-ratelimit-remaining-requests: {left}\r\n"
+            f"x-ratelimit-reset-requests: {admission.duration(shown)}\r\n"
+        )
+        assert call.head_lines == line + python.encode(), reset

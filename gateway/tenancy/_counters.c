@@ -9,10 +9,9 @@
  *   - KeyState and Budget are the counters themselves, for both: LocalLimiter keeps these
  *     objects in its tables when the module is built, and the Python reads and writes their
  *     fields as attributes.
- *   - admit() admits a request whose every check passes and whose resets are under a second
- *     (the header lines in whole milliseconds). A refusal, a reset of a second or more, a
- *     request too large for the key, a model without a price, a due sweep, an integer out of
- *     range: None, and the Python decides.
+ *   - admit() admits a request whose every check passes, with its x-ratelimit-* lines. A
+ *     refusal, a request too large for the key, a model without a price, a due sweep, a
+ *     budget not read yet, an integer out of range: None, and the Python decides.
  *   - Ticket.settle() charges the real usage once, as Ticket.settle and LocalLimiter.settle do.
  *
  * Built by setup.py as an optional extension: without a compiler the Python does everything.
@@ -355,24 +354,51 @@ arg_ll(PyObject *value, long long *out)
         Py_RETURN_NONE;                                                                        \
     } while (0)
 
+/* OpenAI's reset format, as duration() in admission.py writes it: "17ms", "1.5s", "1m0s";
+ * -1 and an exception when out of memory. admit() writes resets under two minutes only (a
+ * GCRA reset is at most one). */
+static int
+put_reset(char *at, double seconds)
+{
+    if (seconds < 1) {
+        double ms = ceil(seconds * 1000);
+        return sprintf(at, "%lldms", (long long)(ms > 0 ? ms : 0));
+    }
+    if (seconds < 60) { /* Python's own format(seconds, ".3g"): no locale, same rounding */
+        char *text = PyOS_double_to_string(seconds, 'g', 3, 0, NULL);
+        if (text == NULL)
+            return -1;
+        int n = sprintf(at, "%ss", text);
+        PyMem_Free(text);
+        return n;
+    }
+    if (seconds < 120) /* divmod(seconds, 60): 1 and seconds - 60, exact; round(): half-even */
+        return sprintf(at, "1m%llds", (long long)nearbyint(seconds - 60));
+    return 0;
+}
+
 /* The lines of one limit: "x-ratelimit-limit-*" (made once per key), then what remains and
- * the reset in milliseconds, as Tenant.rate_lines writes them. */
+ * the reset, as Tenant.rate_lines writes them; NULL and an exception when out of memory. */
 static char *
-put_lines(char *at, PyObject *limit_line, const char *what, long long left, long long reset_ms)
+put_lines(char *at, PyObject *limit_line, const char *what, long long left, double reset)
 {
     Py_ssize_t n = PyBytes_GET_SIZE(limit_line);
     memcpy(at, PyBytes_AS_STRING(limit_line), (size_t)n);
     at += n;
-    at += sprintf(at, "x-ratelimit-remaining-%s: %lld\r\nx-ratelimit-reset-%s: %lldms\r\n", what,
-                  left, what, reset_ms);
-    return at;
+    at += sprintf(at, "x-ratelimit-remaining-%s: %lld\r\nx-ratelimit-reset-%s: ", what, left,
+                  what);
+    int written = put_reset(at, reset);
+    if (written < 0)
+        return NULL;
+    memcpy(at + written, "\r\n", 2);
+    return at + written + 2;
 }
 
 /* admit(plan, state, budget, call, tokens_in, output_cap, choices, cap_output, now,
  *       next_sweep, rate) -> Ticket | None
  *
  * Tenant.admit from the input estimate on, and LocalLimiter.admit, for a request they would
- * admit with resets under a second; None, having changed nothing, for anything else. */
+ * admit; None, having changed nothing, for anything else. */
 static PyObject *
 admit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -446,8 +472,8 @@ admit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             FALL_BACK();
         requests_reset = base + interval - now;
         double left = (MINUTE - requests_reset) / interval + 1e-6;
-        if (requests_reset >= 1 || !(left < 9.2e18))
-            FALL_BACK(); /* the Python writes a reset of a second or more */
+        if (requests_reset >= 120 || !(left < 9.2e18))
+            FALL_BACK();
         requests_left = left < 0 ? 0 : (long long)left;
     }
     if (plan->tpm != NONE) {
@@ -457,7 +483,7 @@ admit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             FALL_BACK();
         tokens_reset = base + (double)tokens * interval - now;
         double left = (MINUTE - tokens_reset) / interval + 1e-6;
-        if (tokens_reset >= 1 || !(left < 9.2e18))
+        if (tokens_reset >= 120 || !(left < 9.2e18))
             FALL_BACK();
         tokens_left = left < 0 ? 0 : (long long)left;
     }
@@ -487,11 +513,11 @@ admit(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (need > (Py_ssize_t)sizeof(buffer))
             FALL_BACK();
         if (plan->rpm_line != Py_None && plan->rpm != NONE)
-            at = put_lines(at, plan->rpm_line, "requests", requests_left,
-                           (long long)ceil(requests_reset * 1000));
-        if (plan->tpm_line != Py_None && plan->tpm != NONE)
-            at = put_lines(at, plan->tpm_line, "tokens", tokens_left,
-                           (long long)ceil(tokens_reset * 1000));
+            at = put_lines(at, plan->rpm_line, "requests", requests_left, requests_reset);
+        if (at != NULL && plan->tpm_line != Py_None && plan->tpm != NONE)
+            at = put_lines(at, plan->tpm_line, "tokens", tokens_left, tokens_reset);
+        if (at == NULL)
+            return NULL;
         lines = PyBytes_FromStringAndSize(buffer, at - buffer);
         if (lines == NULL)
             return NULL;

@@ -111,9 +111,9 @@ class Tenant:
     none of it): the models checked, the ``x-ratelimit-limit-*`` headers.
 
     Admission runs for every request of a limited key, so it is written for that: the price
-    bound remembered, the header lines made by one bytes format, and the common case (every
-    check passes, resets under a second) decided by the compiled module when it is built and
-    the counters are this process's (``_plan``: the key's limits as it reads them)."""
+    bound remembered, the header lines made by one bytes format, and an admission (every
+    check passes) decided by the compiled module when it is built and the counters are this
+    process's (``_plan``: the key's limits as it reads them)."""
 
     __slots__ = ("_allowed", "_both_ms", "_plan", "_rpm_line", "_tpm_line", "key", "tenancy")
 
@@ -206,8 +206,8 @@ class Tenant:
                     )
                     if admitted is not None:
                         return admitted
-            # Anything else (a refusal, a reset of a second or more, a sweep): the Python,
-            # on the same counters.
+            # Anything else (a refusal, a sweep, a budget to read): the Python, on the same
+            # counters.
         choices = parsed.choices if parsed.choices > 1 else 1
         cap = parsed.output_cap
         if cap is None:
