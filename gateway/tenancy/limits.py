@@ -118,17 +118,15 @@ class LocalLimiter:
     def _limit(self, value: int | None) -> int | None:
         return None if value is None else max(1, value // self.share)
 
-    async def _budget(self, ask: Ask) -> Budget:
-        slot = (ask.key.id, ask.window[0])
-        budget = self.budgets.get(slot)
-        if budget is not None:
-            return budget
+    async def _budget(self, slot: tuple[str, str], since: float) -> Budget:
+        """The budget of ``slot`` (key, window starting at ``since``), not in the table: read
+        from the ledger once, however many requests wait for it."""
         loading = self._loading.get(slot)
         if loading is None:
             loading = asyncio.get_running_loop().create_future()
             self._loading[slot] = loading
             try:
-                micro, tokens = await self.baseline(ask.key.id, ask.window[1])
+                micro, tokens = await self.baseline(slot[0], since)
                 budget = self._hold(slot, self.counters.Budget(micro, tokens))
                 loading.set_result(budget)
             except BaseException as exc:
@@ -160,9 +158,10 @@ class LocalLimiter:
         key = ask.key
         budget = None
         if key.budgeted:
-            budget = self.budgets.get((key.id, ask.window[0]))
-            if budget is None:
-                budget = await self._budget(ask)  # the only await: below is one atomic step
+            slot = (key.id, ask.window[0])
+            budget = self.budgets.get(slot)
+            if budget is None:  # the only await: below is one atomic step
+                budget = await self._budget(slot, ask.window[1])
         if now is None:
             now = time.time()
         if now >= self.next_sweep:
