@@ -8,6 +8,7 @@ import asyncio
 import gc
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -242,3 +243,90 @@ def test_a_batch_is_written_when_full_or_when_its_interval_ends(tmp_path: Path) 
     held, full, soon = asyncio.run(run())
     assert (held, full, soon) == (0, BATCH, BATCH + 1)
     assert settings(ledger_flush_seconds=2).ledger_flush_seconds == 2.0
+
+
+class _Timed(Store):
+    """A store whose every batch takes ``delay`` seconds (a busy database) or fails, and that
+    records the batches it was given."""
+
+    def __init__(self, path: Path, *, delay: float = 0.0, fail: bool = False) -> None:
+        super().__init__(open_engine(str(path)))
+        self.delay, self.fail = delay, fail
+        self.batches: list[int] = []
+
+    async def insert_usage(self, rows: Sequence[tuple[object, ...]]) -> None:
+        self.batches.append(len(rows))
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise sqlite3.OperationalError("database is locked")
+        await super().insert_usage(rows)  # type: ignore[arg-type]
+
+
+def test_rows_that_come_during_a_write_wait_for_a_batch_or_the_interval(tmp_path: Path) -> None:
+    """The rows added while a full batch is written are not chased with small transactions:
+    they go with the next full batch, or with the interval's write; and the interval still
+    bounds how long a row waits."""
+    prices = Prices({})
+
+    def rows(ledger: Ledger, prefix: str, count: int) -> None:
+        for i in range(count):
+            ledger.add(usage_row(_call(f"{prefix}{i}", "key_w", (1, 1)), prices, now=time.time()))
+
+    async def run() -> tuple[list[int], list[int], list[int], list[int]]:
+        store = _Timed(tmp_path / "cadence.db", delay=0.2)
+        await store.migrate()
+        slow = Ledger(store, prices, interval=3600.0)
+        rows(slow, "a", BATCH)  # a full batch: its write starts at once, and takes 0.2 s
+        await asyncio.sleep(0.05)
+        rows(slow, "b", 250)  # during that write
+        await asyncio.sleep(0.6)
+        during = list(store.batches)
+        rows(slow, "c", BATCH - 250)  # the second batch fills
+        await asyncio.sleep(0.4)
+        second = list(store.batches)
+        await slow.aclose()
+        store.batches.clear()
+        quick = Ledger(store, prices, interval=0.3)
+        rows(quick, "d", BATCH + 10)
+        await asyncio.sleep(1.0)  # the full batch at once, the ten at the interval
+        timed = list(store.batches)
+        await quick.aclose()
+        written = await store.engine.fetch("SELECT COUNT(*) FROM usage_events")
+        await store.aclose()
+        return during, second, timed, [int(written[0][0])]
+
+    during, second, timed, written = asyncio.run(run())
+    assert during == [BATCH]
+    assert second == [BATCH, BATCH]
+    assert timed == [BATCH, 10]
+    assert written == [3 * BATCH + 10]
+
+
+def test_a_failing_database_is_tried_again_once_an_interval(tmp_path: Path) -> None:
+    """A full buffer wakes the writer on every row; a database that fails is still tried
+    about twice an interval, not once a request."""
+    prices = Prices({})
+
+    async def run() -> tuple[int, int]:
+        store = _Timed(tmp_path / "failing.db", fail=True)
+        await store.migrate()
+        ledger = Ledger(store, prices, capacity=5 * BATCH, interval=0.25)
+        for i in range(BATCH + 200):  # more than a batch buffered: every row wakes the writer
+            ledger.add(usage_row(_call(f"f{i}", "key_f", (1, 1)), prices, now=time.time()))
+        started = time.monotonic()
+        i = BATCH + 200
+        while time.monotonic() - started < 1.0:  # ~1,000 rows a second, for a second
+            ledger.add(usage_row(_call(f"f{i}", "key_f", (1, 1)), prices, now=time.time()))
+            i += 1
+            if i % 10 == 0:
+                await asyncio.sleep(0.01)
+        tries = len(store.batches)
+        store.fail = False
+        await ledger.aclose()
+        written = await store.engine.fetch("SELECT COUNT(*) FROM usage_events")
+        await store.aclose()
+        return tries, int(written[0][0]) - i
+
+    tries, missing = asyncio.run(run())
+    assert 2 <= tries <= 12
+    assert missing == 0  # once the database answers, every buffered row is written
