@@ -74,8 +74,8 @@ class Parsed:
 def random_key(rng: random.Random, n: int) -> KeyRecord:
     while True:
         limits: dict[str, Any] = {
-            "rpm": rng.choice([None, 2, 30, 600, 600, 10**6, 10**6]),
-            "tpm": rng.choice([None, 300, 2_000, 10**5, 10**6, 10**6, 10**6]),
+            "rpm": rng.choice([None, 2, 30, 600, 600, 10**6, 10**9]),
+            "tpm": rng.choice([None, 300, 2_000, 10**5, 10**6, 10**6, 10**12]),  # 13 digits left
             "max_parallel": rng.choice([None, None, 1, 3, 8]),
             "budget_micro_usd": rng.choice([None, None, 5_000, 10**9]),
             "budget_tokens": rng.choice([None, None, 3_000, 10**9]),

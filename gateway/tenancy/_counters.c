@@ -354,27 +354,56 @@ arg_ll(PyObject *value, long long *out)
         Py_RETURN_NONE;                                                                        \
     } while (0)
 
+/* Text and whole numbers into a header line, without printf (whose parsing of the format
+ * cost more than the rest of an admission). */
+static char *
+put_text(char *at, const char *text)
+{
+    size_t n = strlen(text);
+    memcpy(at, text, n);
+    return at + n;
+}
+
+static char *
+put_ll(char *at, long long value)
+{
+    char digits[24];
+    int n = 0;
+    unsigned long long rest = (unsigned long long)value;
+    if (value < 0)
+        rest = 0ULL - rest;
+    do {
+        digits[n++] = (char)('0' + rest % 10);
+        rest /= 10;
+    } while (rest != 0);
+    if (value < 0)
+        *at++ = '-';
+    while (n > 0)
+        *at++ = digits[--n];
+    return at;
+}
+
 /* OpenAI's reset format, as duration() in admission.py writes it: "17ms", "1.5s", "1m0s";
- * -1 and an exception when out of memory. admit() writes resets under two minutes only (a
+ * NULL and an exception when out of memory. admit() writes resets under two minutes only (a
  * GCRA reset is at most one). */
-static int
+static char *
 put_reset(char *at, double seconds)
 {
     if (seconds < 1) {
         double ms = ceil(seconds * 1000);
-        return sprintf(at, "%lldms", (long long)(ms > 0 ? ms : 0));
+        return put_text(put_ll(at, (long long)(ms > 0 ? ms : 0)), "ms");
     }
     if (seconds < 60) { /* Python's own format(seconds, ".3g"): no locale, same rounding */
         char *text = PyOS_double_to_string(seconds, 'g', 3, 0, NULL);
         if (text == NULL)
-            return -1;
-        int n = sprintf(at, "%ss", text);
+            return NULL;
+        at = put_text(put_text(at, text), "s");
         PyMem_Free(text);
-        return n;
+        return at;
     }
     if (seconds < 120) /* divmod(seconds, 60): 1 and seconds - 60, exact; round(): half-even */
-        return sprintf(at, "1m%llds", (long long)nearbyint(seconds - 60));
-    return 0;
+        return put_text(put_ll(put_text(at, "1m"), (long long)nearbyint(seconds - 60)), "s");
+    return at;
 }
 
 /* The lines of one limit: "x-ratelimit-limit-*" (made once per key), then what remains and
@@ -384,14 +413,11 @@ put_lines(char *at, PyObject *limit_line, const char *what, long long left, doub
 {
     Py_ssize_t n = PyBytes_GET_SIZE(limit_line);
     memcpy(at, PyBytes_AS_STRING(limit_line), (size_t)n);
-    at += n;
-    at += sprintf(at, "x-ratelimit-remaining-%s: %lld\r\nx-ratelimit-reset-%s: ", what, left,
-                  what);
-    int written = put_reset(at, reset);
-    if (written < 0)
-        return NULL;
-    memcpy(at + written, "\r\n", 2);
-    return at + written + 2;
+    at = put_text(at + n, "x-ratelimit-remaining-");
+    at = put_ll(put_text(put_text(at, what), ": "), left);
+    at = put_text(put_text(put_text(at, "\r\nx-ratelimit-reset-"), what), ": ");
+    at = put_reset(at, reset);
+    return at == NULL ? NULL : put_text(at, "\r\n");
 }
 
 /* admit(plan, state, budget, call, tokens_in, output_cap, choices, cap_output, now,
