@@ -122,7 +122,9 @@ class AuthMiddleware:
             else:
                 key_id = self._check(token)
                 if key_id is None:
-                    key_id = await self._check_virtual(scope, token)
+                    key_id = self._virtual(scope, token)  # the key cache's answer, or None
+                    if key_id is None:
+                        key_id = await self._read_virtual(scope, token)
             if isinstance(key_id, APIError):
                 await _reject(scope, send, key_id)
                 return
@@ -142,16 +144,25 @@ class AuthMiddleware:
                 matched = key_id
         return matched
 
-    async def _check_virtual(self, scope: Scope, token: bytes) -> str | APIError:
-        """A virtual key's id (its :class:`Tenant` goes on the scope for admission), or the
-        error to answer with."""
+    def _virtual(self, scope: Scope, token: bytes) -> str | APIError | None:
+        """A virtual key's id (its :class:`Tenant` goes on the scope for admission) or the
+        error to answer with, from the key cache; None when the key must be read."""
         if self.tenancy is None:
             return AuthenticationError("Invalid API key")
-        tenant = await self.tenancy.authenticate(token)
-        if isinstance(tenant, APIError):
-            return tenant
-        scope[TENANT_SCOPE_KEY] = tenant
-        return tenant.key.id
+        found = self.tenancy.known(token)
+        if found is None or isinstance(found, APIError):
+            return found
+        scope[TENANT_SCOPE_KEY] = found
+        return found.key.id
+
+    async def _read_virtual(self, scope: Scope, token: bytes) -> str | APIError:
+        """The same once the key is read (``_virtual`` answered None)."""
+        assert self.tenancy is not None
+        found = await self.tenancy.authenticate(token)
+        if isinstance(found, APIError):
+            return found
+        scope[TENANT_SCOPE_KEY] = found
+        return found.key.id
 
 
 def request_token(scope: Scope) -> bytes | AuthenticationError:

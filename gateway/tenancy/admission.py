@@ -115,12 +115,26 @@ class Tenant:
     check passes) decided by the compiled module when it is built and the counters are this
     process's (``_plan``: the key's limits as it reads them)."""
 
-    __slots__ = ("_allowed", "_both_ms", "_plan", "_rpm_line", "_tpm_line", "key", "tenancy")
+    __slots__ = (
+        "_allowed",
+        "_both_ms",
+        "_plan",
+        "_rpm_line",
+        "_slot",
+        "_tpm_line",
+        "_window",
+        "key",
+        "tenancy",
+    )
 
     def __init__(self, tenancy: Tenancy, key: KeyRecord) -> None:
         self.tenancy = tenancy
         self.key = key
         self._allowed: dict[str, bool] = {}
+        # The key's budget window when it was last looked at, and its slot in the limiter's
+        # budgets (the same window until it ends).
+        self._window: Window = ("", 0.0, 0.0)
+        self._slot = (key.id, "")
         self._rpm_line = (
             b"x-ratelimit-limit-requests: %d\r\n" % key.rpm if key.rpm is not None else None
         )
@@ -188,8 +202,10 @@ class Tenant:
             if state is not None:
                 budget = None
                 if key.budgeted:  # None: not read from the ledger yet (or swept)
-                    window_id = current_window(key.budget_period, now)[0]
-                    budget = local.budgets.get((key.id, window_id))
+                    if not self._window[1] <= now < self._window[2]:
+                        self._window = current_window(key.budget_period, now)
+                        self._slot = (key.id, self._window[0])
+                    budget = local.budgets.get(self._slot)
                 if budget is not None or not key.budgeted:
                     admitted = compiled.admit(
                         self._plan,
@@ -432,9 +448,11 @@ class Tenancy:
             if tenant is not None and tenant.key.id == key_id:
                 del self._cache[tag]
 
-    async def authenticate(self, token: bytes) -> Tenant | APIError:
-        """The active key ``token`` is, or the 401 to answer (unknown, revoked, expired); 503
-        when the database cannot say.
+    def known(self, token: bytes) -> Tenant | APIError | None:
+        """What the cache says of ``token`` without waiting: its active key, or the 401 to
+        answer (unknown, revoked, expired); None when the key must be read from the database
+        (:meth:`authenticate`). Most requests end here, so the middleware tries it before it
+        awaits anything.
 
         A key in use is read again in the background once its entry is three quarters of
         ``key_cache_seconds`` old, so its requests do not all wait for the database when the
@@ -444,30 +462,33 @@ class Tenancy:
         tag = self._tag(token)
         cached = self._cache.get(tag)  # only secrets shaped like a key are ever cached
         now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            tenant = cached[1]
-            if now >= cached[2] and tenant is not None:
-                self._read(token, tag)  # not awaited: this request goes on with the entry
-        elif not looks_like_key(token):
-            return AuthenticationError("Invalid API key")
-        else:
-            try:
-                # Shielded: a request that leaves while it waits cancels nobody else's read.
-                tenant = await asyncio.shield(self._read(token, tag))
-            except Exception:  # logged by the read
-                return ServiceUnavailable(
-                    "API keys cannot be checked right now; retry shortly",
-                    code="key_store_unavailable",
-                    headers={"retry-after": "1"},
-                )
+        if cached is None or cached[0] <= now:
+            return None if looks_like_key(token) else AuthenticationError("Invalid API key")
+        tenant = cached[1]
         if tenant is None:
             return AuthenticationError("Invalid API key")
+        if now >= cached[2]:
+            self._read(token, tag)  # not awaited: this request goes on with the entry
         key = tenant.key
-        if key.revoked_at is not None or key.expires_at is not None:
-            state = key.state()
-            if state != "active":
-                return AuthenticationError(f"This API key is {state}", code=f"api_key_{state}")
-        return tenant
+        if key.revoked_at is None and key.expires_at is None:
+            return tenant
+        return _active(tenant)
+
+    async def authenticate(self, token: bytes) -> Tenant | APIError:
+        """:meth:`known`, or the database's answer; 503 when the database cannot say."""
+        answer = self.known(token)
+        if answer is not None:
+            return answer
+        try:
+            # Shielded: a request that leaves while it waits cancels nobody else's read.
+            tenant = await asyncio.shield(self._read(token, self._tag(token)))
+        except Exception:  # logged by the read
+            return ServiceUnavailable(
+                "API keys cannot be checked right now; retry shortly",
+                code="key_store_unavailable",
+                headers={"retry-after": "1"},
+            )
+        return _active(tenant)
 
     def _read(self, secret: bytes, tag: bytes) -> asyncio.Task[Tenant | None]:
         """The database read of a key, as a task of its own: one at a time per key, however
@@ -551,6 +572,18 @@ class Ticket(Ask):
             await self.tenancy.limiter.settle(self, tokens, cost[0])
         except Exception as exc:  # the limiter queues or expires what it cannot settle
             logger.error("request %s: settling failed (%s)", call.request_id, type(exc).__name__)
+
+
+def _active(tenant: Tenant | None) -> Tenant | APIError:
+    """``tenant`` if its key is active, else the 401 to answer."""
+    if tenant is None:
+        return AuthenticationError("Invalid API key")
+    key = tenant.key
+    if key.revoked_at is not None or key.expires_at is not None:
+        state = key.state()
+        if state != "active":
+            return AuthenticationError(f"This API key is {state}", code=f"api_key_{state}")
+    return tenant
 
 
 def _estimated(tokens_in: int, tokens_out: int) -> Usage:
