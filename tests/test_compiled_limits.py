@@ -173,7 +173,8 @@ async def compare(tmp_path: Path, compiled: Any, clock: Clock) -> dict[str, int]
                 roll = rng.random()
                 where = f"seed {seed}, step {step}, {key}"
                 if roll < 0.12:
-                    clock.now += rng.choice([0.001, 0.05, 0.4, 1.5, 20.0, 61.0])
+                    # Hours and days too: a key's day and month windows end mid-run.
+                    clock.now += rng.choice([0.001, 0.05, 0.4, 1.5, 20.0, 61.0, 14_400.0, 86_400.0])
                 elif roll < 0.62 or not held:
                     tokens_in = rng.choice([0, 1, 20, 100, 250, 1_000])
                     cap = rng.choice([None, None, None, 0, 5, 50, 400, 10_000])
