@@ -330,6 +330,7 @@ class Tenancy:
             self.prices,
             capacity=settings.ledger_queue_size,
             interval=settings.ledger_flush_seconds,
+            compiled=settings.compiled_limits,
         )
         self.ledger.prepare = self.ready
         self.compiled = compiled if settings.compiled_limits else None
