@@ -235,7 +235,8 @@ class Settings(BaseSettings):
     key_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
     ledger_queue_size: Annotated[int, Field(ge=1)] = 10_000
     ledger_flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 0.5  # or a full batch
-    # The compiled admission (gateway/tenancy/_counters.c) when it was built; False: Python.
+    # The compiled admission and ledger rows (gateway/tenancy/_counters.c, _rows.c) when they
+    # were built; False: Python.
     compiled_limits: bool = True
 
     @model_validator(mode="after")
