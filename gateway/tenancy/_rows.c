@@ -105,16 +105,23 @@ row_id(RowMaker *self)
     return id;
 }
 
+/* int(number), giving up the reference to number (NULL passes through). */
+static PyObject *
+whole(PyObject *number)
+{
+    if (number == NULL)
+        return NULL;
+    PyObject *result = PyNumber_Long(number);
+    Py_DECREF(number);
+    return result;
+}
+
 /* _day(int(now // 86_400)), the same day's date kept until it ends. */
 static PyObject *
 date_of(RowMaker *self, PyObject *now_obj, double now)
 {
     if (self->day == NULL || !(self->day_start <= now && now < self->day_end)) {
-        PyObject *quotient = PyNumber_FloorDivide(now_obj, s_day_seconds);
-        if (quotient == NULL)
-            return NULL;
-        PyObject *days = PyNumber_Long(quotient);
-        Py_DECREF(quotient);
+        PyObject *days = whole(PyNumber_FloorDivide(now_obj, s_day_seconds));
         if (days == NULL)
             return NULL;
         double number = PyLong_AsDouble(days);
@@ -187,15 +194,11 @@ milliseconds(double end, double started)
     double micro = (end - started) * 1e6 + 0.5;
     if (isfinite(micro) && fabs(micro) < EXACT)
         return PyFloat_FromDouble((double)(long long)micro / 1000.0);
-    PyObject *value = PyFloat_FromDouble(micro); /* int() of it, then a true division */
-    if (value == NULL)
+    PyObject *micros = whole(PyFloat_FromDouble(micro)); /* then a true division */
+    if (micros == NULL)
         return NULL;
-    PyObject *whole = PyNumber_Long(value);
-    Py_DECREF(value);
-    if (whole == NULL)
-        return NULL;
-    PyObject *result = PyNumber_TrueDivide(whole, s_thousand);
-    Py_DECREF(whole);
+    PyObject *result = PyNumber_TrueDivide(micros, s_thousand);
+    Py_DECREF(micros);
     return result;
 }
 
