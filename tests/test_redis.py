@@ -5,7 +5,10 @@ Redis stops, by the documented failure policy, recovering by themselves when it 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
+import hashlib
 import json
 import signal
 import time
@@ -19,7 +22,9 @@ import pytest
 import redis
 from openai.types.chat import ChatCompletionMessageParam
 
+from gateway.tenancy import redis_limits
 from tests.support.clients import sdk
+from tests.support.redis_relay import RedisRelay, redis_relay
 from tests.support.servers import GATEWAY, ProcessServer, free_port, spawn
 from tests.support.services import (
     ADMIN_KEY,
@@ -175,6 +180,61 @@ def test_nothing_in_redis_is_a_key(pair: list[ProcessServer], shared_redis: Redi
     assert created["id"].encode() in dump  # counters are keyed by the key's id...
     assert created["key"].encode() not in dump  # ...never by its secret
     assert created["key"][10:-4].encode() not in dump
+
+
+def test_redis_adds_one_round_trip_to_a_request(shared_redis: RedisServer, tmp_path: Path) -> None:
+    """A relay lets Redis's replies through one at a time: with one let through, a request of
+    a key with every limit is answered, plain or streamed, by the shared counters. Its
+    settlement follows the answer. Redis's time limit is longer than the test waits, so a
+    request that waited for a second reply, before or after its answer, would never end."""
+    admit, settle = (_sha1(source) for source in (redis_limits._ADMIT, redis_limits._SETTLE))
+    with redis_relay(shared_redis.port) as relay:
+        env = gateway_env(
+            f"sqlite:///{tmp_path / 'relay.db'}", relay.url, GATEWAY_REDIS_TIMEOUT="60"
+        )
+        with replicas(tmp_path, env, count=1) as (gateway,):
+            url = gateway.base_url
+            created = Admin(url).create(
+                name="trips", rpm=1000, tpm=1_000_000, max_parallel=10, budget_usd=1
+            )
+            key = created["key"]
+            chat(url, key)  # the first builds the key's budget counter from the ledger
+            relay.wait_quiet(lambda: settle in relay.scripts())
+            start = relay.sent()
+            for done, stream in enumerate((False, True, False)):
+                before = relay.sent()
+                relay.hold()
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    answer = pool.submit(_ask, url, key, stream)
+                    relay.wait_sent(before + 1)
+                    assert relay.scripts(before) == [admit]  # the admission, alone
+                    delivered = relay.delivered
+                    relay.release(1)
+                    status, left = answer.result(timeout=10)
+                assert relay.delivered == delivered + 1
+                relay.open()
+                assert status == 200
+                assert left is not None and int(left) < 1000
+                relay.wait_quiet(functools.partial(_ran, relay, start, settle, done + 1))
+            assert relay.scripts(start) == [admit, settle] * 3
+
+
+def _ran(relay: RedisRelay, start: int, script: str, times: int) -> bool:
+    return relay.scripts(start).count(script) >= times
+
+
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+
+def _ask(url: str, key: str, stream: bool) -> tuple[int, str | None]:
+    """A chat, read to its end: its status and remaining requests."""
+    body = {"model": "echo/echo", "messages": MESSAGE, "stream": stream, "max_tokens": 5}
+    auth = {"authorization": f"Bearer {key}"}
+    chat_url = f"{url}/v1/chat/completions"
+    with httpx.stream("POST", chat_url, json=body, headers=auth, timeout=30) as r:
+        r.read()
+    return r.status_code, r.headers.get("x-ratelimit-remaining-requests")
 
 
 def test_redis_stopped_mid_run(tmp_path: Path) -> None:
