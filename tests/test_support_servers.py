@@ -46,7 +46,14 @@ def test_serve_in_thread_reports_startup_failure() -> None:
 
 def test_spawn_runs_until_ready_and_keeps_output(tmp_path: Path) -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    # http.server as `python -m` runs it, with Python's own SIGINT handler put back: a runner
+    # started in the background by a shell without job control (`cmd &`) ignores SIGINT, and
+    # its children inherit that (CPython then never installs its handler).
+    serve = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'http.server'; runpy.run_module('http.server', run_name='__main__')"
+    )
+    cmd = [sys.executable, "-c", serve, str(port), "--bind", "127.0.0.1"]
     ready = f"http://127.0.0.1:{port}/"
     with spawn(cmd, env={}, ready_url=ready, cwd=tmp_path) as server:
         assert server.base_url == f"http://127.0.0.1:{port}"
