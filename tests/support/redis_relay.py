@@ -89,7 +89,7 @@ class RedisRelay:
         self.commands: list[tuple[str, str]] = []
         self.delivered = 0  # replies handed to the gateway
         self._credit: int | None = None  # None: unlimited
-        self._held: deque[bytes] = deque()
+        self._held: deque[tuple[asyncio.StreamWriter, bytes]] = deque()  # in arrival order
         self._writers: list[asyncio.StreamWriter] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -168,17 +168,17 @@ class RedisRelay:
 
     def _deliver(self) -> None:
         while self._held and (self._credit is None or self._credit > 0):
-            reply = self._held.popleft()
+            writer, reply = self._held.popleft()
             if self._credit is not None:
                 self._credit -= 1
-            for writer in self._writers:
+            if not writer.is_closing():
                 writer.write(reply)
             with self._lock:
                 self.delivered += 1
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.redis_port)
-        self._writers = [writer]  # the gateway keeps one connection: replies go to the last
+        self._writers.append(writer)
 
         async def commands() -> None:
             buf = bytearray()
@@ -194,7 +194,7 @@ class RedisRelay:
             buf = bytearray()
             while chunk := await up_reader.read(65536):
                 buf += chunk
-                self._held.extend(_split(buf))
+                self._held.extend((writer, reply) for reply in _split(buf))
                 self._deliver()
             writer.close()
 
