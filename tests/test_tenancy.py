@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from gateway.settings import ConfigError
 from tests.conftest import settings
 from tests.support.clients import sdk
 from tests.support.servers import GATEWAY, free_port, serve_in_thread, spawn
-from tests.support.services import ADMIN_KEY, MESSAGE, Admin, stream_chat
+from tests.support.services import ADMIN_KEY, MESSAGE, Admin, ledger_rows, stream_chat
 
 STATIC_KEY = "static-client-key-0123456789"
 PRICES = {
@@ -411,12 +410,7 @@ def _remember_db(served: tuple[str, Path]) -> None:
 
 
 def _rows(url: str, key_id: str) -> list[dict[str, Any]]:
-    with sqlite3.connect(_SERVED_DB[url]) as db:
-        db.row_factory = sqlite3.Row
-        return [
-            dict(r)
-            for r in db.execute("SELECT * FROM usage_events WHERE key_id = ? ORDER BY ts", [key_id])
-        ]
+    return ledger_rows(_SERVED_DB[url], key_id)
 
 
 def test_the_ledger_has_one_row_per_request(url: str, admin: Admin) -> None:

@@ -10,7 +10,6 @@ upstream over loopback (echo has no legacy completions)."""
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from tests.conftest import settings
 from tests.support.clients import sdk
 from tests.support.legacy_upstream import LegacyUpstream, serve_legacy_upstream
 from tests.support.servers import serve_in_thread
-from tests.support.services import ADMIN_KEY, Admin
+from tests.support.services import ADMIN_KEY, Admin, ledger_rows
 
 WORDS = "one two three four five"
 PRICES = {
@@ -45,10 +44,7 @@ class Gateway:
     admin: Admin
 
     def rows(self, key_id: str) -> list[dict[str, Any]]:
-        with sqlite3.connect(self.db) as db:
-            db.row_factory = sqlite3.Row
-            query = "SELECT * FROM usage_events WHERE key_id = ? ORDER BY ts"
-            return [dict(r) for r in db.execute(query, [key_id])]
+        return ledger_rows(self.db, key_id)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["compiled", "python"])

@@ -81,6 +81,14 @@ def label(command: bytes) -> tuple[str, str]:
     return name, ""
 
 
+def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not {what} after {timeout} s")
+        time.sleep(0.005)
+
+
 class RedisRelay:
     def __init__(self, redis_port: int) -> None:
         self.redis_port = redis_port
@@ -129,11 +137,7 @@ class RedisRelay:
 
     def wait_sent(self, count: int, timeout: float = 10.0) -> None:
         """Until ``count`` commands have been forwarded in all."""
-        deadline = time.monotonic() + timeout
-        while self.sent() < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.sent()} commands forwarded, waited for {count}")
-            time.sleep(0.005)
+        _until(lambda: self.sent() >= count, timeout, f"{count} commands forwarded")
 
     def scripts(self, start: int = 0) -> list[str]:
         """The scripts run (SHA1s) by the commands forwarded from the ``start``-th on."""
@@ -142,15 +146,11 @@ class RedisRelay:
 
     def wait_quiet(self, until: Callable[[], bool] = lambda: True, timeout: float = 10.0) -> None:
         """Until ``until()`` holds and every command forwarded has had its reply delivered."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                answered = self.delivered >= len(self.commands)
-            if answered and until():
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError("replies still outstanding")
-            time.sleep(0.005)
+        _until(lambda: self._answered() and until(), timeout, "every reply delivered")
+
+    def _answered(self) -> bool:
+        with self._lock:
+            return self.delivered >= len(self.commands)
 
     # The relay, in its loop
     def _in_loop(self, action: Callable[[], None]) -> None:

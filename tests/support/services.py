@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -62,6 +63,14 @@ class Admin:
             if usage["total"]["requests"] >= count or time.monotonic() > deadline:
                 return usage
             time.sleep(0.05)
+
+
+def ledger_rows(db: Path, key_id: str) -> list[dict[str, Any]]:
+    """A key's rows in an SQLite ledger, oldest first, as column -> value."""
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        connection.row_factory = sqlite3.Row
+        query = "SELECT * FROM usage_events WHERE key_id = ? ORDER BY ts"
+        return [dict(row) for row in connection.execute(query, [key_id])]
 
 
 async def stream_chat(url: str, key: str, **extra: Any) -> tuple[str, Any]:
